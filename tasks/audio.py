@@ -1,0 +1,81 @@
+"""The one place where audio files become model-ready waveforms.
+
+Every loader (mini-benchmark or real corpus) goes through `read_audio`, so down-mixing,
+resampling and the handling of broken files behave identically for ESC-50 at 44.1 kHz, ICBHI's
+mixed rates, QUESST's 8 kHz and Speech Commands' short clips. soundfile is used rather than
+`torchaudio.load`, which needs torchcodec on torchaudio >= 2.9.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio
+
+__all__ = ["AudioReadError", "read_audio", "resample", "audio_info"]
+
+
+class AudioReadError(ValueError):
+    """A file that cannot be used as audio; the message names the file and what to do."""
+
+
+@functools.lru_cache(maxsize=32)
+def _resampler(orig_sr: int, new_sr: int) -> torchaudio.transforms.Resample:
+    # The transform caches its sinc kernel; building it per file would dominate short-clip loading.
+    return torchaudio.transforms.Resample(orig_sr, new_sr)
+
+
+def resample(wav: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
+    """Resample `(..., time)` float audio with torchaudio's windowed-sinc kernel (cached per rate pair)."""
+    if orig_sr == new_sr:
+        return wav
+    return _resampler(int(orig_sr), int(new_sr))(wav)
+
+
+def audio_info(path: str | os.PathLike) -> sf._SoundFileInfo:
+    try:
+        return sf.info(str(path))
+    except Exception as exc:  # soundfile raises RuntimeError / LibsndfileError / TypeError
+        raise AudioReadError(f"{path}: not a readable audio file ({exc}); re-download or rebuild it") from exc
+
+
+def read_audio(
+    path: str | os.PathLike,
+    target_sr: int | None = None,
+    *,
+    start: float | None = None,
+    stop: float | None = None,
+) -> tuple[torch.Tensor, int]:
+    """Read `path` as a mono float32 waveform `(time,)`, optionally a `[start, stop)` slice in seconds.
+
+    Returns the waveform and its sample rate (`target_sr` when given). Raises `AudioReadError`
+    naming the file when it is missing, corrupt, truncated to nothing, or contains non-finite samples.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise AudioReadError(f"{path}: file not found")
+    try:
+        with sf.SoundFile(str(path)) as fh:
+            sr = fh.samplerate
+            begin = 0 if start is None else max(0, int(round(start * sr)))
+            end = fh.frames if stop is None else min(fh.frames, int(round(stop * sr)))
+            if begin:
+                fh.seek(begin)
+            data = fh.read(frames=max(0, end - begin), dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise AudioReadError(f"{path}: not a readable audio file ({exc}); re-download or rebuild it") from exc
+    if data.shape[0] == 0:
+        raise AudioReadError(f"{path}: contains no audio samples (empty or truncated file)")
+    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if not np.isfinite(mono).all():
+        raise AudioReadError(f"{path}: contains NaN or infinite samples")
+    wav = torch.from_numpy(np.ascontiguousarray(mono))
+    if target_sr is not None and target_sr != sr:
+        wav = resample(wav, sr, target_sr)
+        sr = target_sr
+    return wav, sr
