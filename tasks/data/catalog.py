@@ -1,3 +1,5 @@
 """Imports every built-in dataset builder so that it registers itself (order = default build order)."""
 
 # Each module calls tasks.data.build.register_builder(...) at import time.
+from . import esc50_builder  # noqa: F401,E402
+from . import icbhi_builder  # noqa: F401,E402

@@ -1,0 +1,99 @@
+"""Leaderboard figures (matplotlib, Agg backend, written atomically)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from upstreams.fileio import atomic_path  # noqa: E402
+
+__all__ = ["heatmap", "task_bars", "fmt_score"]
+
+
+def fmt_score(metric: str, value: float) -> str:
+    if metric in ("mtwv", "atwv"):
+        return f"{value:.3f}"
+    return f"{value:.1f}" if abs(value) >= 1 else f"{value:.3f}"
+
+
+def _label(row) -> str:
+    return row["upstream"] if not row.get("checkpoint_sha256") else f"{row['upstream']} ({row['checkpoint_sha256'][:6]})"
+
+
+def heatmap(df: pd.DataFrame, path: str | Path, title: str = "Leaderboard") -> Path:
+    """Upstream x (task, protocol) grid, coloured by rank within each column (green = best), annotated."""
+    if df.empty:
+        raise ValueError("no results to plot: run `bench run ...` first")
+    df = df.copy()
+    df["row"] = [_label(r) for _, r in df.iterrows()]
+    df["col"] = df["task"] + "\n" + df["protocol"] + "\n(" + df["metric"] + (
+        df["higher_is_better"].map({True: " ↑", False: " ↓"})) + ")"
+    rows = list(dict.fromkeys(df["row"]))
+    cols = sorted(dict.fromkeys(df["col"]))
+    score = np.full((len(rows), len(cols)), np.nan)
+    colour = np.full_like(score, np.nan)
+    text = [["" for _ in cols] for _ in rows]
+    for c, col in enumerate(cols):
+        sub = df[df["col"] == col]
+        vals = sub["score"].to_numpy(dtype=float)
+        hib = bool(sub["higher_is_better"].iloc[0])
+        lo, hi = np.nanmin(vals), np.nanmax(vals)
+        for _, r in sub.iterrows():
+            i = rows.index(r["row"])
+            score[i, c] = r["score"]
+            rel = 0.5 if hi == lo else (r["score"] - lo) / (hi - lo)
+            colour[i, c] = rel if hib else 1 - rel
+            std = r.get("std")
+            text[i][c] = fmt_score(r["metric"], r["score"]) + (
+                f"\n±{fmt_score(r['metric'], std)}" if std is not None and std == std else "")
+    fig, ax = plt.subplots(figsize=(1.3 + 1.25 * len(cols), 1.0 + 0.55 * len(rows)))
+    ax.imshow(np.ma.masked_invalid(colour), cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+    for i in range(len(rows)):
+        for c in range(len(cols)):
+            if text[i][c]:
+                dark = not 0.2 <= colour[i, c] <= 0.8
+                ax.text(c, i, text[i][c], ha="center", va="center", fontsize=8, color="white" if dark else "black")
+    ax.set_xticks(range(len(cols)), cols, fontsize=7)
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("colour: position within each column, green = best", fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def task_bars(df: pd.DataFrame, task: str, path: str | Path) -> Path:
+    """One bar per upstream and protocol for `task`, with error bars where folds/seeds give a std."""
+    sub = df[df["task"] == task]
+    if sub.empty:
+        raise ValueError(f"no results for task '{task}'")
+    protocols = sorted(sub["protocol"].unique())
+    ups = list(dict.fromkeys(sub["upstream"]))
+    width = 0.8 / len(protocols)
+    fig, ax = plt.subplots(figsize=(1.5 + 1.1 * len(ups), 3.2))
+    for k, prot in enumerate(protocols):
+        p = sub[sub["protocol"] == prot].set_index("upstream")
+        x = np.arange(len(ups)) + k * width
+        vals = [p["score"].get(u, np.nan) for u in ups]
+        errs = [p["std"].get(u, np.nan) if "std" in p else np.nan for u in ups]
+        errs = [e if e is not None else np.nan for e in errs]
+        ax.bar(x, vals, width, yerr=np.nan_to_num(np.asarray(errs, dtype=float)), capsize=3, label=prot)
+    ax.set_xticks(np.arange(len(ups)) + 0.4 - width / 2, ups)
+    metric = sub["metric"].iloc[0]
+    ax.set_ylabel(metric + (" (higher is better)" if bool(sub["higher_is_better"].iloc[0]) else " (lower is better)"))
+    ax.set_title(task)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> Path:
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=130, format="png")
+    plt.close(fig)
+    return Path(path)

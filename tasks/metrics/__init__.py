@@ -1,0 +1,1 @@
+"""Task metrics that need more than a one-liner (currently QUESST's term-weighted value)."""
