@@ -17,7 +17,7 @@ import soundfile as sf
 import torch
 import torchaudio
 
-__all__ = ["AudioReadError", "read_audio", "resample", "audio_info"]
+__all__ = ["AudioReadError", "read_audio", "resample", "audio_info", "fixed_length"]
 
 
 class AudioReadError(ValueError):
@@ -79,3 +79,22 @@ def read_audio(
         wav = resample(wav, sr, target_sr)
         sr = target_sr
     return wav, sr
+
+
+def fixed_length(wav: torch.Tensor, num_samples: int, pad_mode: str = "repeat") -> torch.Tensor:
+    """Crop `(time,)` to its first `num_samples`, or pad it up to them.
+
+    `repeat` tiles the clip (the usual practice for ICBHI cycles, so a short cycle is not diluted
+    by silence); `zero` appends zeros.
+    """
+    if num_samples <= 0:
+        raise ValueError(f"num_samples must be positive, got {num_samples}")
+    n = wav.shape[-1]
+    if n >= num_samples:
+        return wav[..., :num_samples]
+    if pad_mode == "repeat":
+        reps = -(-num_samples // n)
+        return wav.repeat(*([1] * (wav.dim() - 1)), reps)[..., :num_samples]
+    if pad_mode == "zero":
+        return torch.nn.functional.pad(wav, (0, num_samples - n))
+    raise ValueError(f"pad_mode must be 'repeat' or 'zero', got {pad_mode!r}")

@@ -119,14 +119,16 @@ def test_double_inputs_match_naive_to_machine_precision():
     np.testing.assert_allclose(ours.numpy(), naive_qbe_scores(queries, docs), atol=1e-9)
 
 
-def test_blocking_and_chunking_do_not_change_scores():
+def test_blocking_chunking_and_threads_do_not_change_scores():
     queries, docs = random_set(11, n_q=9, n_d=15)
     reference = qdtw.raw_match_scores(queries, docs, dtype=torch.float64)
-    for block_rows, chunk_columns in [(1, 1), (20, 50), (10_000, 10_000)]:
+    threads_before = torch.get_num_threads()
+    for block_rows, chunk_columns, threads in [(1, 1, 1), (20, 50, 2), (10_000, 10_000, 1), (30, 40, 3)]:
         other = qdtw.raw_match_scores(
-            queries, docs, dtype=torch.float64, block_rows=block_rows, chunk_columns=chunk_columns
+            queries, docs, dtype=torch.float64, block_rows=block_rows, chunk_columns=chunk_columns, threads=threads
         )
         np.testing.assert_allclose(other.numpy(), reference.numpy(), atol=1e-12)
+        assert torch.get_num_threads() == threads_before  # the worker pool restores torch's setting
 
 
 def test_standardize_matches_s3prl_formula():

@@ -207,7 +207,8 @@ def test_stdlist_round_trip(tmp_path):
     lxml = pytest.importorskip("lxml.etree")
     assert lxml.parse(str(path)).getroot().tag == "stdlist"
 
-    write_groundtruth(tmp_path / "gt", queries, docs, [(queries[0], docs[0]), (queries[1], docs[1]), (queries[1], docs[2])])
+    occurrences = [(queries[0], docs[0]), (queries[1], docs[1]), (queries[1], docs[2])]
+    write_groundtruth(tmp_path / "gt", queries, docs, occurrences)
     gt = load_groundtruth(tmp_path / "gt")
     from_file = score_detections(gt, back, costs=BETA2)
     direct = score_matrix(gt, queries, docs, scores, scores > 2.0, costs=BETA2)

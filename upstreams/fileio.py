@@ -25,6 +25,7 @@ __all__ = [
     "atomic_path",
     "sha256_file",
     "sha256_bytes",
+    "temp_owner_alive",
 ]
 
 
@@ -74,6 +75,23 @@ def atomic_write_json(dest: str | os.PathLike, obj: Any, indent: int = 2) -> Pat
     return atomic_write_text(dest, json.dumps(obj, indent=indent, sort_keys=False, default=str) + "\n")
 
 
+def temp_owner_alive(tmp: Path) -> bool:
+    """Whether the process that created temp dir `.<name>.tmp-<pid>-...` is still running."""
+    try:
+        pid = int(tmp.name.rsplit(".tmp-", 1)[1].split("-")[0])
+    except (IndexError, ValueError):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_directory(dest: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary directory that replaces `dest` only if the block succeeds.
@@ -84,12 +102,13 @@ def atomic_directory(dest: str | os.PathLike) -> Iterator[Path]:
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     for stale in dest.parent.glob(f".{dest.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+        if not temp_owner_alive(stale):  # another live process may be building the same thing
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-{os.getpid()}-", dir=dest.parent))
     try:
         yield tmp
         if dest.exists():
-            old = dest.with_name(f".{dest.name}.tmp-old-{os.getpid()}")
+            old = dest.with_name(f".{dest.name}.tmp-{os.getpid()}-old")
             os.replace(dest, old)
             os.replace(tmp, dest)
             shutil.rmtree(old, ignore_errors=True)

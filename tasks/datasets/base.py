@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ..audio import read_audio
+from ..audio import audio_info, read_audio
 
 __all__ = ["AudioExample"]
 
@@ -33,3 +33,10 @@ class AudioExample:
         """Mono float32 waveform `(time,)` at `sample_rate`."""
         wav, _ = read_audio(self.path, sample_rate, start=self.start, stop=self.stop)
         return wav
+
+    def duration(self) -> float:
+        """Seconds of audio this example yields, from the file header (no decoding)."""
+        info = audio_info(self.path)
+        total = info.frames / info.samplerate
+        stop = total if self.stop is None else min(self.stop, total)
+        return max(0.0, stop - (self.start or 0.0))

@@ -1,1 +1,1 @@
-"""Task metrics that need more than a one-liner (currently QUESST's term-weighted value)."""
+"""Task metrics: pure functions of scores/predictions and references (e.g. `twv` for QbE)."""

@@ -10,8 +10,10 @@ The mean runs over the queries that occur at least once in the groundtruth (NIST
 without true occurrences; QUESST's scorer prints "Removing unseen models"). NIST STD counts one
 non-target trial per second of speech; QUESST 2014 only asks *which files* contain the query
 (its task page: "only the appropriate audio files containing the query must be found (no need to
-locate the query within the file)", and its scorer reports "Scores: <queries> model x <files>
-test"), so a trial is a (query, file) pair and N_nontarget(q) = number of files - N_true(q).
+locate the query within the file)"; the README of the MediaEval QUESST scoring kit shows its jar
+reporting "Scores: 5327190 (495 model x 10762 test)", i.e. queries x files), so a trial is a
+(query, file) pair and N_nontarget(q) = number of files - N_true(q). The same README says trials
+missing from a system's stdlist get the default score given as the scorer's third argument.
 
 MTWV is the maximum over one global threshold (all trials with score >= theta are YES; theta
 above every score gives TWV = 0, so MTWV >= 0). ATWV uses the system's own YES/NO decisions.
@@ -111,8 +113,14 @@ class GroundTruth:
 
     def target_matrix(self, query_names: Sequence[str], doc_names: Sequence[str]) -> torch.Tensor:
         """`(Q, D)` bool: does query i occur in document j."""
-        docs = [file_id(d) for d in doc_names]
-        return torch.tensor([[(q, d) in self.targets for d in docs] for q in query_names], dtype=torch.bool)
+        qpos = {q: i for i, q in enumerate(query_names)}
+        dpos = {file_id(d): j for j, d in enumerate(doc_names)}
+        out = torch.zeros(len(query_names), len(doc_names), dtype=torch.bool)
+        hits = [(qpos[q], dpos[d]) for q, d in self.targets if q in qpos and d in dpos]
+        if hits:
+            rows, cols = zip(*hits)
+            out[list(rows), list(cols)] = True
+        return out
 
 
 @dataclass(frozen=True)

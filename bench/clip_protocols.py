@@ -1,0 +1,167 @@
+"""Linear, weighted-sum and fine-tuning evaluation of clip-level tasks, with a learning-rate sweep.
+
+Every (learning rate, fold) pair trains one head with early stopping on that fold's validation
+split. The learning rate is chosen by the mean validation score over folds; the reported score is
+the mean test score over folds at that learning rate (with its std). Test labels are touched only
+to score the already-selected models.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from tasks.clip_tasks import ClipTask
+from tasks.fit import balanced_weights, fit_features, fit_finetune, predict_features, predict_waveforms
+from tasks.heads import FinetuneClassifier, LinearHead, WeightedLayerHead
+from tasks.metrics.classification import per_class_accuracy
+from upstreams.batching import batches_by_duration
+
+__all__ = ["Budget", "budget_for", "DEFAULT_LRS", "Outcome", "run_frozen", "run_finetune"]
+
+
+@dataclass(frozen=True)
+class Budget:
+    max_epochs: int
+    patience: int
+    batch_size: int
+
+
+_BUDGETS = {
+    ("tiny", "frozen"): Budget(30, 6, 64),
+    ("mini", "frozen"): Budget(200, 20, 128),
+    ("full", "frozen"): Budget(200, 20, 128),  # EVAR: up to 200 epochs, early stop after 20
+    ("tiny", "finetune"): Budget(2, 1, 8),
+    ("mini", "finetune"): Budget(12, 4, 16),
+    ("full", "finetune"): Budget(50, 10, 32),
+}
+
+DEFAULT_LRS = {
+    "linear": (1e-4, 1e-3, 1e-2),
+    "weighted": (1e-4, 1e-3, 1e-2),
+    "finetune": (1e-3, 3e-3, 1e-2),  # head lr; the upstream gets lr x upstream_lr_scale
+}
+
+
+def budget_for(profile: str | None, protocol: str) -> Budget:
+    kind = "finetune" if protocol == "finetune" else "frozen"
+    return _BUDGETS[(profile if profile in ("tiny", "mini") else "full", kind)]
+
+
+@dataclass
+class Outcome:
+    score: float
+    lr: float
+    secondary: dict = field(default_factory=dict)
+    selection: dict = field(default_factory=dict)
+    details: dict = field(default_factory=dict)
+
+
+def _summarise(task: ClipTask, protocol: str, lrs, runs: dict, extra_select: str = "") -> Outcome:
+    """runs[(lr, fold)] = {'val', 'test', 'test_metrics', 'epoch', ...} -> the record's numbers."""
+    grid = []
+    for lr in lrs:
+        vals = [runs[(lr, f.name)]["val"] for f in task.folds]
+        grid.append({"lr": lr, "val_mean": round(float(np.mean(vals)), 4), "val_per_fold": [round(v, 4) for v in vals]})
+    chosen = max(grid, key=lambda g: g["val_mean"])  # first (smallest) lr wins ties
+    lr = chosen["lr"]
+    per_fold = [runs[(lr, f.name)] for f in task.folds]
+    tests = np.array([r["test"] for r in per_fold])
+    secondary = {"std": float(tests.std(ddof=1)) if len(tests) > 1 else None, "folds": len(tests),
+                 "val_score": chosen["val_mean"]}
+    keys = set(per_fold[0]["test_metrics"]) - {"score"}
+    for k in sorted(keys):  # e.g. ICBHI se / sp
+        secondary[k] = float(np.mean([r["test_metrics"][k] for r in per_fold]))
+    secondary["per_class_accuracy"] = {
+        c: round(float(np.mean([r["per_class"].get(c, np.nan) for r in per_fold])), 2) for c in task.classes}
+    selection = {"on": "validation", "criterion": f"mean validation {task.metric} over folds, best epoch per fold"
+                 + extra_select, "grid": grid, "chosen": {"lr": lr}, "test_used_for_selection": False,
+                 "notes": task.notes}
+    details = {"per_fold": [{"fold": f.name, "test": round(r["test"], 4), "val": round(r["val"], 4),
+                             "best_epoch": r["epoch"], "epochs_run": r["epochs_run"],
+                             **({"layer_weights": r["layer_weights"]} if "layer_weights" in r else {})}
+                            for f, r in zip(task.folds, per_fold)],
+               "n_train": [int(len(f.train)) for f in task.folds], "n_valid": [int(len(f.valid)) for f in task.folds],
+               "n_test": [int(len(f.test)) for f in task.folds], "classes": task.classes}
+    if "layer_weights" in per_fold[0]:
+        details["layer_weights"] = np.mean([r["layer_weights"] for r in per_fold], axis=0).round(4).tolist()
+    return Outcome(float(tests.mean()), lr, secondary, selection, details)
+
+
+def run_frozen(task: ClipTask, pooled: np.ndarray, protocol: str, lrs=None, seed: int = 0, layer: int = -1,
+               budget: Budget = Budget(200, 20, 128), progress: bool = True) -> Outcome:
+    """`pooled`: `[examples, layers, dim]` time-mean features from the embedding cache."""
+    if protocol not in ("linear", "weighted"):
+        raise ValueError(f"frozen protocol must be 'linear' or 'weighted', got {protocol!r}")
+    lrs = tuple(lrs or DEFAULT_LRS[protocol])
+    y = torch.as_tensor(task.labels)
+    feats = torch.as_tensor(pooled, dtype=torch.float32)
+    n_layers, dim = feats.shape[1], feats.shape[2]
+    if protocol == "linear":
+        if not -n_layers <= layer < n_layers:
+            raise ValueError(f"layer {layer} out of range for an upstream with {n_layers} layers")
+        feats = feats[:, layer]
+    runs = {}
+    for fold in task.folds:
+        x = feats
+        if protocol == "linear":  # EVAR: StandardScaler fitted on the training split
+            mean, std = x[fold.train].mean(0), x[fold.train].std(0).clamp_min(1e-8)
+            x = (x - mean) / std
+        weights = balanced_weights(task.labels[fold.train]) if task.balanced_sampling else None
+        for lr in lrs:
+            torch.manual_seed(seed)
+            head = (LinearHead(dim, len(task.classes)) if protocol == "linear"
+                    else WeightedLayerHead(n_layers, dim, len(task.classes)))
+            res = fit_features(head, x[fold.train], y[fold.train], x[fold.valid], y[fold.valid], task.score_fn, lr,
+                               budget.max_epochs, budget.patience, budget.batch_size, seed, weights,
+                               progress=f"{task.name} {protocol} {fold.name} lr={lr:g}" if progress else None)
+            pred = predict_features(head, x[fold.test]).argmax(1).numpy()
+            tm = task.score_fn(task.labels[fold.test], pred)
+            run = {"val": res.val_score, "test": tm["score"], "test_metrics": tm, "epoch": res.best_epoch,
+                   "epochs_run": len(res.history),
+                   "per_class": per_class_accuracy(task.labels[fold.test], pred, task.classes)}
+            if protocol == "weighted":
+                run["layer_weights"] = head.layer_weights()
+            runs[(lr, fold.name)] = run
+    extra = "" if protocol == "weighted" else f"; layer {layer}"
+    out = _summarise(task, protocol, lrs, runs, extra)
+    out.details["layer"] = layer if protocol == "linear" else "weighted"
+    return out
+
+
+def run_finetune(task: ClipTask, make_upstream: Callable[[], torch.nn.Module], wavs: list[torch.Tensor],
+                 lrs=None, seed: int = 0, budget: Budget = Budget(12, 4, 16), upstream_lr_scale: float = 0.1,
+                 autocast=None, batch_seconds: float = 60.0, time_mask: int = 0, freq_mask: int = 0,
+                 progress: bool = True) -> Outcome:
+    """Fine-tune a fresh copy of the upstream per (lr, fold); `wavs` are the task's prepared waveforms."""
+    lrs = tuple(lrs or DEFAULT_LRS["finetune"])
+    y = torch.as_tensor(task.labels)
+    pristine = make_upstream()
+    budget_samples = int(batch_seconds * pristine.sample_rate)
+    runs = {}
+    for fold in task.folds:
+        subset = {name: [wavs[i] for i in getattr(fold, name)] for name in ("train", "valid", "test")}
+        batches = {name: batches_by_duration([len(w) for w in subset[name]], budget_samples)
+                   for name in ("valid", "test")}
+        weights = balanced_weights(task.labels[fold.train]) if task.balanced_sampling else None
+        for lr in lrs:
+            torch.manual_seed(seed)
+            model = FinetuneClassifier(copy.deepcopy(pristine), len(task.classes), time_mask=time_mask,
+                                       freq_mask=freq_mask)
+            res = fit_finetune(model, subset["train"], y[fold.train], subset["valid"], y[fold.valid], batches["valid"],
+                               task.score_fn, lr, upstream_lr_scale, budget.max_epochs, budget.patience,
+                               budget.batch_size, seed, weights, autocast,
+                               progress=f"{task.name} finetune {fold.name} lr={lr:g}" if progress else None)
+            pred = predict_waveforms(model, subset["test"], batches["test"], autocast).argmax(1).numpy()
+            tm = task.score_fn(task.labels[fold.test], pred)
+            runs[(lr, fold.name)] = {"val": res.val_score, "test": tm["score"], "test_metrics": tm,
+                                     "epoch": res.best_epoch, "epochs_run": len(res.history),
+                                     "per_class": per_class_accuracy(task.labels[fold.test], pred, task.classes)}
+            del model
+    out = _summarise(task, "finetune", lrs, runs, f"; upstream lr = lr x {upstream_lr_scale}")
+    out.details.update({"upstream_lr_scale": upstream_lr_scale, "time_mask": time_mask, "freq_mask": freq_mask})
+    return out

@@ -1,0 +1,82 @@
+"""Clip tasks (ESC-50, Speech Commands, ICBHI): embedding cache + frozen protocols, or fine-tuning."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from tasks.clip_tasks import load_clip_task
+from tasks.data.build import manifest_hash
+
+from .cache import EmbeddingCache
+from .clip_protocols import budget_for, run_finetune, run_frozen
+from .extract import ExtractionSettings, autocast_context, extract_to, load_batch
+
+__all__ = ["PartialResult", "run_clip", "dataset_record"]
+
+
+@dataclass
+class PartialResult:
+    """What a task family hands back to `bench.run` to become a record."""
+
+    score: float
+    lr: float | None
+    split: str
+    secondary: dict = field(default_factory=dict)
+    selection: dict = field(default_factory=dict)
+    details: dict = field(default_factory=dict)
+    dataset: dict = field(default_factory=dict)
+
+
+def dataset_record(spec, req, directory, skipped) -> dict:
+    """The record's `dataset` field; `skipped` maps (or lists pairs of) unreadable file -> reason."""
+    skipped = list(skipped.items()) if isinstance(skipped, dict) else list(skipped)
+    return {
+        "name": spec.dataset,
+        "path": str(directory),
+        "profile": req.profile if req.dataset is None else "",
+        "manifest_sha256": manifest_hash(directory),
+        "skipped_files": len(skipped),
+        "skipped": [f"{f}: {why}" for f, why in skipped[:20]],
+    }
+
+
+def run_clip(req, spec, protocol, upstream, device, log=print) -> PartialResult:
+    task = load_clip_task(req.task, req.dataset, profile=req.profile, root=req.data_root, skip_bad=req.skip_bad,
+                          **req.task_options)
+    dataset = dataset_record(spec, req, task.dataset_dir, task.skipped)
+    budget = budget_for(req.profile if req.dataset is None else None, protocol)
+    settings = ExtractionSettings("mean", task.clip_seconds, task.pad_mode, req.precision)
+    if protocol in ("linear", "weighted"):
+        ident = upstream.describe()
+        material = {
+            "upstream": {k: ident[k] for k in ("name", "options", "checkpoint_sha256")},
+            "task": task.name,
+            "task_options": req.task_options,
+            "dataset_manifest": dataset["manifest_sha256"],
+            "settings": settings.key(),
+        }
+        entry = EmbeddingCache(req.cache_root).get_or_create(
+            material,
+            lambda tmp: extract_to(tmp, upstream, task.examples, settings, req.batch_seconds, req.progress),
+            [e.key for e in task.examples],
+        )
+        log(f"[run] embeddings {'reused from' if entry.hit else 'written to'} cache {entry.path}")
+        out = run_frozen(task, entry.pooled(), protocol, req.lrs, req.seed, req.layer, budget, req.progress)
+        out.details["cache"] = {"hit": entry.hit, "key": entry.meta["key"][:16],
+                                "extract_seconds": entry.meta.get("build_seconds")}
+    else:
+        wavs = load_batch(task.examples, range(len(task.examples)), upstream.sample_rate, settings)
+        fopts = req.finetune
+        out = run_finetune(
+            task, lambda: upstream, wavs, req.lrs, req.seed, budget,
+            upstream_lr_scale=float(fopts.get("upstream_lr_scale", 0.1)),
+            autocast=(lambda: autocast_context(device, "bf16")) if req.precision == "bf16" else None,
+            batch_seconds=req.batch_seconds / 4, time_mask=int(fopts.get("time_mask", 0)),
+            freq_mask=int(fopts.get("freq_mask", 0)), progress=req.progress,
+        )
+    out.details["budget"] = {"max_epochs": budget.max_epochs, "patience": budget.patience,
+                             "batch_size": budget.batch_size}
+    split = "test folds (5-fold CV)" if len(task.folds) > 1 else "test"
+    return PartialResult(out.score, out.lr, split, out.secondary, out.selection, out.details, dataset)

@@ -1,0 +1,77 @@
+"""`bench run`: evaluate one upstream on one task with one protocol; writes one result record."""
+
+from __future__ import annotations
+
+import ast
+import json
+import sys
+
+
+def _option(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"bench run: error: --option expects KEY=VALUE, got '{text}'")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("run", help="evaluate an upstream on a task; writes a result record",
+                       description="Evaluate one upstream on one task with one protocol and write one result record.")
+    p.add_argument("--upstream", required=True, help="registered name (bench list upstreams) or package.module:factory")
+    p.add_argument("--ckpt", default=None, help="checkpoint for the upstream (default: its latest pretraining run)")
+    p.add_argument("-o", "--option", action="append", default=[], type=_option, metavar="KEY=VALUE",
+                   help="upstream option, e.g. -o arch=base -o seed=1 (repeatable)")
+    p.add_argument("--task", required=True, help="asr pr qbe esc50 speech_commands icbhi")
+    p.add_argument("--protocol", default=None, help="linear weighted finetune (qbe: dtw); default per task")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--dataset", default=None, help="path to a real corpus in its native layout")
+    where.add_argument("--profile", default="mini", choices=["tiny", "mini"],
+                       help="built-in mini-benchmark profile (built if missing; default mini)")
+    p.add_argument("--data-root", default=None, help="mini-benchmark root (default $BENCH_DATA or the user cache)")
+    p.add_argument("--results", default="results", help="results directory (default: results)")
+    p.add_argument("--json", action="store_true", help="print the result record as JSON on stdout")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, nargs="+", default=None, help="learning-rate grid (default per protocol)")
+    p.add_argument("--layer", type=int, default=-1, help="layer for the linear protocol (default: last)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16 autocast for the upstream")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--classes", default=None, choices=["superb12", "all35"], help="speech_commands label set")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable audio files (counted in the record)")
+    p.add_argument("--upstream-lr-scale", type=float, default=0.1, help="finetune: upstream lr = lr x this")
+    p.add_argument("--specaug", action="store_true", help="finetune: SpecAugment-style masking of upstream features")
+    p.add_argument("--batch-seconds", type=float, default=120.0, help="audio seconds per extraction batch")
+    p.add_argument("--cache-root", default=None, help="embedding cache (default $BENCH_CACHE or the user cache)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    from bench.run import RunRequest, run
+    from bench.plots import fmt_score
+
+    task_options = {}
+    if args.classes:
+        if args.task != "speech_commands":
+            raise SystemExit("bench run: error: --classes applies only to --task speech_commands")
+        task_options["classes"] = args.classes
+    req = RunRequest(
+        upstream=args.upstream, task=args.task, protocol=args.protocol, ckpt=args.ckpt,
+        upstream_options=dict(args.option), dataset=args.dataset, profile=args.profile, data_root=args.data_root,
+        results=args.results, seed=args.seed, lrs=args.lr, layer=args.layer, precision=args.precision,
+        device=args.device, batch_seconds=args.batch_seconds, skip_bad=args.skip_bad, task_options=task_options,
+        finetune={"upstream_lr_scale": args.upstream_lr_scale, **({"time_mask": 8, "freq_mask": 16} if args.specaug else {})},
+        cache_root=args.cache_root, progress=not args.no_progress,
+    )
+    log = (lambda m: print(m, file=sys.stderr)) if args.json else print
+    record, path = run(req, log=log)
+    if args.json:
+        print(json.dumps(record.to_dict(), indent=2))
+    else:
+        std = record.secondary.get("std")
+        extra = f" ± {fmt_score(record.metric, std)}" if std is not None else ""
+        print(f"{record.upstream} / {record.task} / {record.protocol}: {record.metric} = "
+              f"{fmt_score(record.metric, record.score)}{extra} (lr {record.lr}, {record.wall_time_s:.0f} s) -> {path}")
+    return 0

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# One-shot, idempotent set-up of everything the suite and its tests need on a fresh Debian/Ubuntu
+# machine (CI runs it as root on a clean checkout). Installs into the active Python environment.
+#
+#   bash scripts/setup.sh          # or: make setup
+#
+# 1. System packages: TTS voices and sox for the offline mini-benchmark builder.
+# 2. torch==2.14.1 + torchaudio==2.11.0 first, so no later dependency can pull another torch build.
+# 3. This package with its test extras (s3prl 0.4.18, pysdtw, ...).
+# 4. hear-validator 2021.0.6: it declares Python < 3.9 and needs TensorFlow, so TensorFlow is
+#    installed on its own and the validator with --no-deps --ignore-requires-python. The suite never
+#    imports TensorFlow in its own process (see upstreams/s3prl_compat.py); tests run the validator
+#    as a subprocess.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox espeak-ng)
+PY=${PYTHON:-python3}
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo"; else
+    echo "setup: need root to install ${missing[*]}: run 'sudo apt-get install -y ${missing[*]}'" >&2; exit 1
+  fi
+  echo "setup: installing system packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+pip_install() { "$PY" -m pip install -q --disable-pip-version-check "$@"; }
+
+if ! "$PY" -c "import torch, torchaudio, sys; sys.exit(not (torch.__version__.startswith('2.14.1') and torchaudio.__version__.startswith('2.11.0')))" 2>/dev/null; then
+  echo "setup: installing torch==2.14.1 torchaudio==2.11.0"
+  pip_install torch==2.14.1 torchaudio==2.11.0
+fi
+
+echo "setup: installing the suite (editable) with test extras"
+pip_install -e ".[test]" torch==2.14.1 torchaudio==2.11.0
+
+if ! "$PY" -c "import tensorflow" 2>/dev/null; then
+  echo "setup: installing tensorflow-cpu for hear-validator"
+  pip_install tensorflow-cpu torch==2.14.1
+fi
+if ! command -v hear-validator >/dev/null; then
+  pip_install --no-deps --ignore-requires-python hearvalidator==2021.0.6
+fi
+"$PY" -c "import torch; assert torch.__version__.startswith('2.14.1'), torch.__version__"
+echo "setup: done"
