@@ -35,7 +35,7 @@ _BUDGETS = {
     ("tiny", "frozen"): Budget(30, 6, 64),
     ("mini", "frozen"): Budget(200, 20, 128),
     ("full", "frozen"): Budget(200, 20, 128),  # EVAR: up to 200 epochs, early stop after 20
-    ("tiny", "finetune"): Budget(2, 1, 8),
+    ("tiny", "finetune"): Budget(1, 1, 8),
     ("mini", "finetune"): Budget(12, 4, 16),
     ("full", "finetune"): Budget(50, 10, 32),
 }

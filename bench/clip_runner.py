@@ -10,6 +10,7 @@ from tasks.clip_tasks import load_clip_task
 from tasks.data.build import manifest_hash
 
 from .cache import EmbeddingCache
+from .errors import UserError
 from .clip_protocols import budget_for, run_finetune, run_frozen
 from .extract import ExtractionSettings, autocast_context, extract_to, load_batch
 
@@ -30,8 +31,8 @@ class PartialResult:
 
 
 def dataset_record(spec, req, directory, skipped) -> dict:
-    """The record's `dataset` field; `skipped` maps (or lists pairs of) unreadable file -> reason."""
-    skipped = list(skipped.items()) if isinstance(skipped, dict) else list(skipped)
+    """The record's `dataset` field; `skipped` maps unreadable file -> reason (loaders' skip_bad)."""
+    skipped = list(skipped.items())
     return {
         "name": spec.dataset,
         "path": str(directory),
@@ -45,6 +46,13 @@ def dataset_record(spec, req, directory, skipped) -> dict:
 def run_clip(req, spec, protocol, upstream, device, log=print) -> PartialResult:
     task = load_clip_task(req.task, req.dataset, profile=req.profile, root=req.data_root, skip_bad=req.skip_bad,
                           **req.task_options)
+    if req.folds:
+        known = [f.name for f in task.folds]
+        unknown = sorted(set(req.folds) - set(known))
+        if unknown:
+            raise UserError(f"--folds {' '.join(unknown)}: {task.name} has folds {', '.join(known)}")
+        task.folds = [f for f in task.folds if f.name in req.folds]
+        task.notes["folds_evaluated"] = [f.name for f in task.folds]
     dataset = dataset_record(spec, req, task.dataset_dir, task.skipped)
     budget = budget_for(req.profile if req.dataset is None else None, protocol)
     settings = ExtractionSettings("mean", task.clip_seconds, task.pad_mode, req.precision)
@@ -78,5 +86,5 @@ def run_clip(req, spec, protocol, upstream, device, log=print) -> PartialResult:
         )
     out.details["budget"] = {"max_epochs": budget.max_epochs, "patience": budget.patience,
                              "batch_size": budget.batch_size}
-    split = "test folds (5-fold CV)" if len(task.folds) > 1 else "test"
+    split = f"test folds ({len(task.folds)}-fold CV)" if len(task.folds) > 1 else f"test ({task.folds[0].name})"
     return PartialResult(out.score, out.lr, split, out.secondary, out.selection, out.details, dataset)

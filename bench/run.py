@@ -46,6 +46,7 @@ class RunRequest:
     skip_bad: bool = False
     task_options: dict = field(default_factory=dict)  # e.g. {"classes": "all35"} for speech_commands
     finetune: dict = field(default_factory=dict)  # upstream_lr_scale, time_mask, freq_mask
+    folds: list[str] | None = None  # evaluate only these folds (e.g. ["fold1"]); recorded in the result
     cache_root: str | None = None
     progress: bool = True
     write: bool = True

@@ -48,7 +48,7 @@ class ClipTask:
     clip_seconds: float | None = None
     pad_mode: str = "repeat"
     balanced_sampling: bool = False
-    skipped: list = field(default_factory=list)
+    skipped: dict = field(default_factory=dict)  # unreadable file -> reason (skip_bad)
     notes: dict = field(default_factory=dict)
 
 
@@ -92,20 +92,24 @@ def esc50_task(path=None, *, profile="mini", root=None, skip_bad=False, **_) -> 
 
 
 def speech_commands_task(path=None, *, profile="mini", root=None, skip_bad=False, classes="superb12", **_) -> ClipTask:
-    from .datasets.speech_commands import load_speech_commands
+    from .datasets.speech_commands import find_root, load_speech_commands
 
-    splits = {s: load_speech_commands(path, profile=profile, root=root, split=s, view=classes, skip_bad=skip_bad)
-              for s in ("train", "valid", "test")}
-    examples = splits["train"] + splits["valid"] + splits["test"]
+    views = {"superb12": "12", "all35": "35"}
+    if classes not in views:
+        raise ValueError(f"speech_commands classes must be one of {', '.join(views)}, got {classes!r}")
+    splits = {s: load_speech_commands(path, s, views[classes], profile=profile, data_root=root, skip_bad_audio=skip_bad)
+              for s in ("train", "validation", "test")}
+    examples = splits["train"] + splits["validation"] + splits["test"]
     names = sorted({e.label for e in examples})
-    n_tr, n_va = len(splits["train"]), len(splits["valid"])
+    n_tr, n_va = len(splits["train"]), len(splits["validation"])
     idx = np.arange(len(examples))
     fold = Fold("official", idx[:n_tr], idx[n_tr : n_tr + n_va], idx[n_tr + n_va :])
-    skipped = sum((getattr(s, "skipped", []) for s in splits.values()), [])
-    top = splits["train"].top if hasattr(splits["train"], "top") else _top_of(splits["train"], 1)
+    skipped = {k: v for s in splits.values() for k, v in s.skipped.items()}
+    top = find_root(path, profile, root)
     return ClipTask("speech_commands", examples, names, _labels(examples, names), [fold], "accuracy", accuracy,
-                    dataset_identity(Path(top))[0], clip_seconds=1.0, pad_mode="zero", balanced_sampling=True,
-                    skipped=skipped, notes={"classes": classes, "validation": "official validation_list.txt"})
+                    dataset_identity(top)[0], clip_seconds=1.0, pad_mode="zero", balanced_sampling=True,
+                    skipped=skipped, notes={"classes": classes, "validation": "official validation_list.txt",
+                                            "sampling": "class-balanced (inverse class frequency) during training"})
 
 
 ICBHI_CLASSES = ["normal", "crackle", "wheeze", "both"]

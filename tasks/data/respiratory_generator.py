@@ -24,9 +24,10 @@ Grounding (parameter values below cite these):
 - Heart sounds S1/S2: low-frequency (20-150 Hz) transients, S2 about 0.3 s after S1 at rest.
 - Stethoscope and microphone responses: acoustic stethoscopes with a tube microphone pass roughly
   100-1000 Hz; electronic ones (Littmann 3200, WelchAllyn Meditron) 20-2000 Hz at 4 kHz sampling;
-  the AKG C417L lavalier condenser microphone is wideband and picks up more room noise (Rocha et
-  al. 2019, the ICBHI database paper, for devices and sample rates: AKGC417L and LittC2SE at
-  44.1 kHz, Litt3200 at 4 kHz, Meditron at 4 or 10 kHz).
+  the AKG C417L lavalier condenser microphone is wideband and picks up more room noise. Devices
+  are those of the ICBHI database (Rocha et al. 2019, Physiol. Meas.); their sample rates are as
+  read from the real WAV headers: AKGC417L and LittC2SE at 44.1 kHz, Litt3200 at 4 kHz, Meditron
+  at 4 or 10 kHz. The frequency responses are plausible approximations, not measured ones.
 
 Units: times in seconds, frequencies in Hz, levels in dB. Signals are float32 `(time,)`.
 """
@@ -46,6 +47,8 @@ __all__ = [
     "flow_envelope",
     "vesicular_sound",
     "crackle",
+    "crackle_onsets",
+    "crackle_params",
     "wheeze",
     "heart_sounds",
     "friction_noise",
@@ -157,13 +160,13 @@ def crackle(sr: int, freq_hz: float, duration_s: float, polarity: float = 1.0) -
     """One crackle: a sharp initial deflection then a damped oscillation with lengthening period.
 
     x(t) = polarity * sin(2 pi phi(t)) * exp(-3 t / D), with instantaneous frequency falling from
-    `freq_hz` to 0.7 `freq_hz` over the duration D, so the initial deflection width is
-    ~1/(2 freq_hz) (0.8 ms for fine, 1.4 ms for coarse crackles) and the amplitude has decayed to 5 %
-    at D. Peak amplitude is normalised to 1.
+    1.15 `freq_hz` to 0.85 `freq_hz` over the duration D (the period lengthens, as in recorded
+    crackles), so the initial deflection width is ~1/(2.3 freq_hz) (0.7 ms for fine, 1.3 ms for
+    coarse crackles) and the amplitude has decayed to 5 % at D. Peak amplitude is normalised to 1.
     """
     n = max(4, int(round(duration_s * sr)))
     t = np.arange(n) / sr
-    f = freq_hz * (1.0 - 0.3 * t / duration_s)
+    f = freq_hz * (1.15 - 0.3 * t / duration_s)
     phase = np.cumsum(f) / sr
     x = polarity * np.sin(2 * np.pi * phase) * np.exp(-3.0 * t / duration_s)
     return (x / (np.max(np.abs(x)) + 1e-12)).astype(np.float32)
@@ -174,6 +177,27 @@ def crackle_params(rng: np.random.Generator, fine: bool) -> tuple[float, float]:
     if fine:
         return float(np.clip(rng.normal(650, 70), 480, 850)), float(rng.uniform(0.0035, 0.0065))
     return float(np.clip(rng.normal(350, 45), 230, 470)), float(rng.uniform(0.011, 0.019))
+
+
+def crackle_onsets(rng: np.random.Generator, cycle: Cycle, fine_fraction: float,
+                   count: int) -> list[tuple[float, bool, bool]]:
+    """`(time, fine, inspiratory)` of `count` crackles in one cycle.
+
+    Two thirds fall in inspiration (Piirila & Sovijarvi 1995: about twice as many inspiratory as
+    expiratory crackles); fine crackles sit in mid-to-late inspiration (40-100 % of it), coarse
+    ones early in inspiration (0-50 %) or anywhere in the first 80 % of expiration.
+    """
+    out = []
+    ti, te = cycle.insp_end - cycle.start, cycle.end - cycle.insp_end
+    for _ in range(count):
+        fine = bool(rng.random() < fine_fraction)
+        inspiratory = bool(rng.random() < 2.0 / 3.0)
+        if inspiratory:
+            at = cycle.start + (rng.uniform(0.4, 1.0) if fine else rng.uniform(0.0, 0.5)) * ti
+        else:
+            at = cycle.insp_end + rng.uniform(0.0, 0.8) * te
+        out.append((float(at), fine, inspiratory))
+    return out
 
 
 def wheeze(rng: np.random.Generator, sr: int, duration_s: float, f0: float,
@@ -314,6 +338,10 @@ def synthesize_recording(
     breath-sound RMS, with the patient's mean and a per-event spread: some events are faint, as
     in real recordings.
     """
+    # Labels and event parameters come from their own stream, drawn before any signal, so that they
+    # do not depend on the sample rate (signal draws scale with the number of samples).
+    ev_seed, sig_seed = rng.integers(2**63, size=2)
+    ev, rng = np.random.default_rng(int(ev_seed)), np.random.default_rng(int(sig_seed))
     n = int(round(duration * sr))
     tracheal = location == "Tc"
     env = flow_envelope(n, sr, cycles, exp_scale=0.9 if tracheal else 0.45, lead_in=cycles[0].start)
@@ -325,37 +353,29 @@ def synthesize_recording(
     adventitious = np.zeros(n, dtype=np.float32)
     labels = []
     for c in cycles:
-        has_c = rng.random() < patient.p_crackle
-        has_w = rng.random() < patient.p_wheeze
+        has_c = ev.random() < patient.p_crackle
+        has_w = ev.random() < patient.p_wheeze
         if has_c:
-            count = 1 + rng.poisson(patient.crackles_per_cycle)
-            for _ in range(count):
-                fine = rng.random() < patient.fine_fraction
-                inspiratory = rng.random() < 2.0 / 3.0
-                ti, te = c.insp_end - c.start, c.end - c.insp_end
-                if inspiratory:
-                    frac = rng.uniform(0.4, 1.0) if fine else rng.uniform(0.0, 0.5)
-                    at = c.start + frac * ti
-                else:
-                    at = c.insp_end + rng.uniform(0.0, 0.8) * te
-                f, d = crackle_params(rng, fine)
-                snr = patient.crackle_snr_db + rng.normal(0, 4)
+            count = 1 + ev.poisson(patient.crackles_per_cycle)
+            for at, fine, _ in crackle_onsets(ev, c, patient.fine_fraction, count):
+                f, d = crackle_params(ev, fine)
+                snr = patient.crackle_snr_db + ev.normal(0, 4)
                 i = int(at * sr)
                 if i < n:
                     amp = local[i] * 10 ** (snr / 20)
-                    _add(adventitious, amp * crackle(sr, f, d, 1.0 if rng.random() < 0.8 else -1.0), i)
+                    _add(adventitious, amp * crackle(sr, f, d, 1.0 if ev.random() < 0.8 else -1.0), i)
         if has_w:
-            expiratory = rng.random() < 0.7
+            expiratory = ev.random() < 0.7
             a, b = (c.insp_end, c.end) if expiratory else (c.start, c.insp_end)
-            dur = float(np.clip(rng.uniform(0.15, 0.9) * (b - a), 0.09, b - a))
-            at = a + rng.uniform(0, max(0.0, (b - a) - dur))
-            if rng.random() < patient.p_rhonchus:
-                f0, decay, nh = rng.uniform(90, 190), rng.uniform(0.5, 0.75), 6
+            dur = float(np.clip(ev.uniform(0.15, 0.9) * (b - a), 0.09, b - a))
+            at = a + ev.uniform(0, max(0.0, (b - a) - dur))
+            if ev.random() < patient.p_rhonchus:
+                f0, decay, nh = ev.uniform(90, 190), ev.uniform(0.5, 0.75), 6
             else:
-                f0, decay, nh = patient.wheeze_hz * np.exp(rng.normal(0, 0.15)), rng.uniform(0.15, 0.45), 3
+                f0, decay, nh = patient.wheeze_hz * np.exp(ev.normal(0, 0.15)), ev.uniform(0.15, 0.45), 3
             i = int(at * sr)
             if i < n:
-                snr = patient.wheeze_snr_db + rng.normal(0, 4)
+                snr = patient.wheeze_snr_db + ev.normal(0, 4)
                 seg = local[i : i + int(dur * sr)]
                 amp = float(np.mean(seg)) * 10 ** (snr / 20) if len(seg) else 0.0
                 _add(adventitious, amp * wheeze(rng, sr, dur, float(f0), decay, nh), i)

@@ -122,8 +122,8 @@ def _mt(path: str, original: str, licence: str, credit: str) -> Sound:
     return Sound(MINETEST, f"{_MT}/{path}", original, licence, credit)
 
 
-def _tux(path: str) -> Sound:
-    return Sound(TUXPAINT, f"{_TUX}/{path}", f"tuxpaint:{path}")
+def _tux(path: str, original: str = "") -> Sound:
+    return Sound(TUXPAINT, f"{_TUX}/{path}", original or f"tuxpaint:{path}")
 
 
 def _spi(name: str) -> Sound:
@@ -146,7 +146,7 @@ ESC_SOURCES: dict[str, list[SourceRecording]] = {
     "pig": [
         _src("pig", "gc-farm-pig", _gc("explore_farm_animals", "explore_farm_animals/resource/animals/pig.ogg")),
         _src("pig", "tux-pig", _tux("animals/mammals/pig.ogg")),
-        _src("pig", "tux-pig-golden", _tux("animals/mammals/pig_golden.ogg"), _tux("animals/mammals/pig_golden2.ogg")),
+        _src("pig", "tux-pig-golden", *[_tux(f"animals/mammals/{n}.ogg", "tuxpaint:pig_golden") for n in ("pig_golden", "pig_golden2")]),
     ],
     "cow": [
         _src("cow", "ottd-cow", _ottd(37, "Cow", "freesound:JarredGibb/233146")),
@@ -412,10 +412,13 @@ class SoundLibrary:
             dest = root / "_members" / Path(container).name / inner
             blob = None
             if not dest.exists():
-                found = dict(rcc.members(root / container, (Path(inner).suffix.lower(),)))
-                if inner not in found:
+                # unpack every sound of the bundle at once: decompressing it once per member is slow
+                for name, data in rcc.members(root / container, (".ogg", ".wav", ".flac")):
+                    target = root / "_members" / Path(container).name / name
+                    if not target.exists():
+                        atomic_write_bytes(target, data)
+                if not dest.exists():
                     raise FileNotFoundError(f"{root / container} has no member {inner}")
-                blob = found[inner]
         else:
             dest = root / sound.member
             blob = None

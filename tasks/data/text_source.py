@@ -18,17 +18,29 @@ independently of the profile.
 
 from __future__ import annotations
 
-import base64
 import gzip
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from .lexicon import Lexicon, normalize_transcript
 
-__all__ = ["TextSource", "Passage", "TEXT_SOURCES", "load_passages", "sentences_of_entry"]
+__all__ = [
+    "TextSource",
+    "Passage",
+    "TEXT_SOURCES",
+    "QBE_TEXT_SHARE",
+    "load_passages",
+    "sentences_of_entry",
+    "text_pool",
+    "stable_fraction",
+    "source_files",
+]
+
+#: Share of dictionary entries reserved for the QbE documents (the rest feeds the ASR/PR corpus),
+#: so the QUESST-layout documents never repeat LibriSpeech-layout sentences.
+QBE_TEXT_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -193,7 +205,9 @@ def load_passages(
                     chunk.extend(words)
                 else:
                     if len(chunk) >= min_words:
-                        passages.append(Passage(f"{source.package}/{headword}/{n}", source.package, headword, " ".join(chunk)))
+                        passages.append(
+                            Passage(f"{source.package}/{headword}/{n}", source.package, headword, " ".join(chunk))
+                        )
                         n += 1
                     chunk = list(words)
                 last_ok = i
@@ -203,12 +217,20 @@ def load_passages(
 
 
 def stable_fraction(key: str) -> float:
-    """A number in [0, 1) that depends only on `key` (for profile-independent text partitions)."""
-    import hashlib
-
+    """A number in [0, 1) that depends only on `key` (for profile-independent partitions)."""
     return int(hashlib.sha1(key.encode("utf-8")).hexdigest()[:12], 16) / float(16**12)
 
 
-def shuffled(items: list, rng: np.random.Generator) -> list:
-    order = rng.permutation(len(items))
-    return [items[i] for i in order]
+def text_pool(passage: Passage) -> str:
+    """ "quesst14" or "librispeech": which corpus may read this passage (decided per entry)."""
+    return "quesst14" if stable_fraction(f"{passage.source}/{passage.entry}") < QBE_TEXT_SHARE else "librispeech"
+
+
+def source_files(extracted: dict[str, Path]) -> list[tuple[str, Path, str, str]]:
+    """(package, file, licence, credit) of every text file read, for the dataset manifest."""
+    out = []
+    for src in TEXT_SOURCES:
+        root = Path(extracted[src.package])
+        for rel in (src.dict_file, src.index_file):
+            out.append((src.package, root / rel, src.licence, src.title))
+    return out

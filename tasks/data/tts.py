@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing
-import os
 import re
 import subprocess
 import tempfile
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import soundfile as sf
@@ -49,6 +49,10 @@ __all__ = [
     "resample",
     "to_pcm16",
     "add_noise_floor",
+    "WriteSpec",
+    "Written",
+    "write_speech",
+    "merge_clitics",
 ]
 
 SAMPLE_RATE = 16_000  # every voice is delivered at this rate; datasets resample from here
@@ -67,7 +71,6 @@ class Voice:
     sex: str  # "M" | "F"
     method: str  # "diphone" | "clustergen" | "hts": decides which controls work
     apt_package: str
-    native_rate: int
 
     @property
     def f0_control(self) -> bool:
@@ -78,14 +81,21 @@ class Voice:
 VOICES: dict[str, Voice] = {
     v.name: v
     for v in (
-        Voice("flite/kal16", "flite", "kal16", "KAL", "M", "diphone", "flite", 16_000),
-        Voice("flite/awb", "flite", "awb", "AWB", "M", "clustergen", "flite", 16_000),
-        Voice("flite/rms", "flite", "rms", "RMS", "M", "clustergen", "flite", 16_000),
-        Voice("flite/slt", "flite", "slt", "SLT", "F", "clustergen", "flite", 16_000),
-        Voice("festival/kal_diphone", "festival", "kal_diphone", "KAL", "M", "diphone", "festvox-kallpc16k", 16_000),
-        Voice("festival/ked_diphone", "festival", "ked_diphone", "KED", "M", "diphone", "festvox-kdlpc16k", 16_000),
-        Voice("festival/cmu_us_slt_arctic_hts", "festival", "cmu_us_slt_arctic_hts", "SLT", "F", "hts",
-              "festvox-us-slt-hts", 32_000),
+        Voice("flite/kal16", "flite", "kal16", "KAL", "M", "diphone", "flite"),
+        Voice("flite/awb", "flite", "awb", "AWB", "M", "clustergen", "flite"),
+        Voice("flite/rms", "flite", "rms", "RMS", "M", "clustergen", "flite"),
+        Voice("flite/slt", "flite", "slt", "SLT", "F", "clustergen", "flite"),
+        Voice("festival/kal_diphone", "festival", "kal_diphone", "KAL", "M", "diphone", "festvox-kallpc16k"),
+        Voice("festival/ked_diphone", "festival", "ked_diphone", "KED", "M", "diphone", "festvox-kdlpc16k"),
+        Voice(
+            "festival/cmu_us_slt_arctic_hts",
+            "festival",
+            "cmu_us_slt_arctic_hts",
+            "SLT",
+            "F",
+            "hts",
+            "festvox-us-slt-hts",
+        ),
     )
 }
 
@@ -132,6 +142,7 @@ def sample_variants(
 
 # -- jobs and results -----------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class SynthJob:
     key: str  # unique within a render() call; also the job's identity in error messages
@@ -143,15 +154,69 @@ class SynthJob:
 
 @dataclass
 class Speech:
-    samples: np.ndarray  # float32 mono at SAMPLE_RATE, peak <= 1
-    words: list[tuple[str, float, float]] | None = None  # (word, start s, end s); festival only
+    samples: np.ndarray  # float32 mono at SAMPLE_RATE, peak-normalised to 1
+    words: list[str]  # what the engine actually said, lower case (see `merge_clitics`)
+    word_times: list[tuple[str, float, float]] | None = None  # (word, start s, end s); festival only
 
     @property
     def duration(self) -> float:
         return len(self.samples) / SAMPLE_RATE
 
 
+def merge_clitics(words: Sequence, key=lambda w: w) -> list:
+    """Both engines split `hacker's` into `hacker 's`; merge such pieces back into one word.
+
+    `key` extracts the word from an item; items are strings or (word, start, end) tuples.
+    """
+    out: list = []
+    for item in words:
+        w = key(item).lower()
+        if w.startswith("'") and out:
+            prev = out.pop()
+            if isinstance(item, tuple):  # festival may time a clitic 0.0: keep the later end
+                out.append((prev[0] + w, prev[1], max(prev[2], item[2])))
+            else:
+                out.append(prev + w)
+        else:
+            out.append((w, *item[1:]) if isinstance(item, tuple) else w)
+    return out
+
+
+def _word_key(word: str) -> str:
+    # flite names words after lexicon lookup: doesn't -> doesnt, the letter a -> _a
+    return word.upper().replace("'", "").lstrip("_")
+
+
+def reconcile_words(text_words: Sequence[str], spoken: Sequence, homographs: frozenset[str] = frozenset()) -> list:
+    """What was said, written with the text's words wherever the engine said those words.
+
+    Engines report words in their own spelling: apostrophes dropped, homographs renamed after the
+    reading chosen (flite: `read` -> `red`), some tokens spelled out or expanded (`nth` ->
+    `n t h`, `st` -> `saint`). Spans that differ only by spelling, or a homograph said one of its
+    ways, keep the text's word; any other span takes the engine's words, so a transcript always
+    says what the audio says. `spoken` items are words or (word, start, end) tuples (the result
+    has the same kind, with the text's word and the engine's times).
+    """
+    import difflib
+
+    timed = bool(spoken) and isinstance(spoken[0], tuple)
+    names = [s[0] if timed else s for s in spoken]
+    matcher = difflib.SequenceMatcher(
+        a=[_word_key(w) for w in text_words], b=[_word_key(w) for w in names], autojunk=False
+    )
+    out: list = []
+    for op, a0, a1, b0, b1 in matcher.get_opcodes():
+        keep_text = op == "equal" or (
+            op == "replace" and a1 - a0 == b1 - b0 and all(w.upper() in homographs for w in text_words[a0:a1])
+        )
+        for k in range(b1 - b0):
+            word = text_words[a0 + k].upper() if keep_text else _word_key(names[b0 + k])
+            out.append((word, *spoken[b0 + k][1:]) if timed else word)
+    return out
+
+
 # -- signal helpers ----------------------------------------------------------------------------------
+
 
 def resample(x: np.ndarray, orig_sr: float, new_sr: float) -> np.ndarray:
     """Polyphase resampling with an exact rational ratio (deterministic, no threads)."""
@@ -170,26 +235,58 @@ def add_noise_floor(x: np.ndarray, level_db: float, rng: np.random.Generator) ->
     return (x + rng.standard_normal(len(x)) * 10 ** (level_db / 20.0)).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class WriteSpec:
+    """How `write_speech` stores one utterance (carried in `SynthJob.payload[0]`)."""
+
+    path: str
+    sample_rate: int
+    gain_db: float  # peak level of the speech relative to full scale
+    noise_db: float  # white noise floor level relative to full scale
+    subtype: str = "PCM_16"
+
+
+@dataclass(frozen=True)
+class Written:
+    seconds: float
+    words: list[str]  # what the engine said (may differ from the text: `nth` is spoken `n t h`)
+    word_times: list[tuple[str, float, float]] | None
+
+
+def write_speech(job: SynthJob, speech: Speech) -> Written:
+    """Finishing function for `render`: gain, noise floor, resample, 16-bit file."""
+    spec: WriteSpec = job.payload[0]
+    rng = np.random.default_rng(job.seed)
+    x = speech.samples * 10 ** (spec.gain_db / 20.0)
+    x = add_noise_floor(x, spec.noise_db, rng)
+    x = resample(x, SAMPLE_RATE, spec.sample_rate)
+    path = Path(spec.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), to_pcm16(x), spec.sample_rate, subtype=spec.subtype)
+    return Written(len(x) / spec.sample_rate, speech.words, speech.word_times)
+
+
 # -- engines ---------------------------------------------------------------------------------------------
+
 
 def _engine_text(text: str) -> str:
     # Upper-case words can be spelled out as acronyms by both engines; quotes would break Scheme.
     return re.sub(r"[^a-z' ]", " ", text.lower()).strip()
 
 
-def _flite(job: SynthJob, tmp: Path) -> tuple[np.ndarray, int, None]:
+def _flite(job: SynthJob, tmp: Path) -> tuple[np.ndarray, int, list[str]]:
     exe = require_tool("flite")
     v = job.variant
     out = tmp / "flite.wav"
     cmd = [exe, "-voice", v.voice.engine_voice, "--setf", f"duration_stretch={v.stretch:.4f}"]
     if v.f0 is not None:
         cmd += ["--setf", f"int_f0_target_mean={v.f0:.1f}"]
-    cmd += ["-t", _engine_text(job.text), "-o", str(out)]
+    cmd += ["-pw", "-t", _engine_text(job.text), "-o", str(out)]  # -pw: print the words it says
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0 or not out.exists():
         raise RuntimeError(f"flite failed for job '{job.key}' ({v.describe()}): {proc.stderr.strip()[-300:]}")
     x, sr = sf.read(str(out), dtype="float32")
-    return x, sr, None
+    return x, sr, proc.stdout.split()
 
 
 _SCHEME_PRELUDE = """
@@ -213,9 +310,7 @@ def _festival_settings(v: VoiceVariant) -> str:
     lines = [f"(voice_{v.voice.engine_voice})"]
     if v.voice.method == "hts":
         # HTS ignores Duration_Stretch; its engine option -r is a speed factor.
-        lines.append(
-            f"(set! hts_engine_params (append hts_engine_params (list (list \"-r\" {1.0 / v.stretch:.4f}))))"
-        )
+        lines.append(f'(set! hts_engine_params (append hts_engine_params (list (list "-r" {1.0 / v.stretch:.4f}))))')
     else:
         lines.append(f"(Parameter.set 'Duration_Stretch (* (Parameter.get 'Duration_Stretch) {v.stretch:.4f}))")
     if v.f0 is not None:
@@ -265,18 +360,20 @@ def _festival_batch(jobs: Sequence[SynthJob], tmp: Path) -> list[tuple[np.ndarra
     return out
 
 
-def _apply_vtl(x: np.ndarray, sr: int, words: list | None, vtl: float) -> Speech:
+def _apply_vtl(x: np.ndarray, sr: int, words: list, vtl: float) -> Speech:
     """Play the waveform `vtl` times faster, then resample to SAMPLE_RATE: formants and f0 scale by vtl."""
     y = resample(x, sr * vtl, SAMPLE_RATE)
     peak = float(np.max(np.abs(y))) if len(y) else 0.0
     if peak > 0:
-        y = y / peak * 0.9
-    timed = None if words is None else [(w, s / vtl, e / vtl) for w, s, e in words]
-    return Speech(y.astype(np.float32), timed)
+        y = y / peak
+    if words and isinstance(words[0], tuple):  # festival: timed words
+        timed = merge_clitics([(w, float(s) / vtl, float(e) / vtl) for w, s, e in words], key=lambda t: t[0])
+        return Speech(y.astype(np.float32), [w for w, _, _ in timed], timed)
+    return Speech(y.astype(np.float32), merge_clitics(words))
 
 
 def synthesize_batch(jobs: Sequence[SynthJob]) -> list[Speech]:
-    """Speak every job (all of one variant) and return 16 kHz float audio, peak-normalised to 0.9."""
+    """Speak every job (all of one variant) and return 16 kHz float audio, peak-normalised to 1."""
     if not jobs:
         return []
     with tempfile.TemporaryDirectory(prefix="bench-tts-") as d:
@@ -333,10 +430,6 @@ def _chunks(jobs: Sequence[SynthJob], size: int) -> list[list[SynthJob]]:
     return out
 
 
-def _init_worker() -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-
 def render(
     jobs: Sequence[SynthJob],
     finish: Callable[[SynthJob, Speech], R],
@@ -369,7 +462,7 @@ def render(
             # (whose OpenMP pool is what makes forking a torch-using parent hazardous).
             method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
             ctx = multiprocessing.get_context(method)
-            with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
+            with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
                 futures = {pool.submit(_run_chunk, (chunk, finish)): chunk for chunk in chunks}
                 for fut in cf.as_completed(futures):
                     chunk = futures[fut]

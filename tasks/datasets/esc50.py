@@ -59,7 +59,7 @@ def load_esc50(
         except AudioReadError as exc:
             if not skip_bad:
                 raise
-            out.skipped.append((str(wav), str(exc)))
+            out.skipped[str(wav)] = str(exc)
             continue
         out.append(
             AudioExample(

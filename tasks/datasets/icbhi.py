@@ -116,7 +116,7 @@ def load_icbhi(
         except (AudioReadError, ValueError) as exc:
             if not skip_bad:
                 raise
-            out.skipped.append((str(wav), str(exc)))
+            out.skipped[str(wav)] = str(exc)
             continue
         rec_split = official[txt.stem]
         if split is not None and rec_split != split:

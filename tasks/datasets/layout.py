@@ -4,7 +4,8 @@ A loader is given either nothing (use the built mini-benchmark of a profile), th
 top folder (`ESC-50-master`, `ICBHI_final_database`) or the folder containing it, which is how
 people unpack the real corpora. When nothing is found the error says the two ways out.
 Scanning loaders check every file's header up front, so a broken file fails before hours of
-embedding instead of in the middle; `skip_bad=True` skips such files and counts them instead.
+embedding instead of in the middle; `skip_bad=True` skips such files and records them in
+`ExampleList.skipped` (the list type shared with the speech loaders, `tasks.datasets._common`).
 """
 
 from __future__ import annotations
@@ -15,16 +16,9 @@ from typing import Callable, Iterable
 
 from ..audio import AudioReadError, audio_info
 from ..data.build import DatasetNotBuiltError, dataset_dir
+from ._common import ExampleList, check_readable
 
 __all__ = ["ExampleList", "find_top", "check_audio"]
-
-
-class ExampleList(list):
-    """A list of `AudioExample`s that also reports the files skipped while scanning (`skip_bad=True`)."""
-
-    def __init__(self, items: Iterable = (), skipped: list[tuple[str, str]] | None = None):
-        super().__init__(items)
-        self.skipped: list[tuple[str, str]] = list(skipped or [])  # (file, reason)
 
 
 def find_top(
@@ -54,9 +48,10 @@ def find_top(
 
 def check_audio(path: Path, min_seconds: float = 0.0) -> float:
     """Duration of `path` from its header; `AudioReadError` naming the file if empty, corrupt or too short."""
+    problem = check_readable(path) if path.exists() else "file not found"
+    if problem:
+        raise AudioReadError(f"{path}: {problem}")
     info = audio_info(path)
-    if info.frames <= 0:
-        raise AudioReadError(f"{path}: contains no audio samples (empty or truncated file)")
     duration = info.frames / info.samplerate
     if duration < min_seconds:
         raise AudioReadError(f"{path}: truncated ({duration:.2f} s, expected at least {min_seconds:.2f} s)")
