@@ -62,6 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", required=True, help="LibriSpeech folder (or its parent) of a built profile")
     ap.add_argument("--per-voice", type=int, default=20)
+    ap.add_argument(
+        "--min-words",
+        type=int,
+        default=5,
+        help="only utterances this long: on one-word prompts a single insertion is a 100 %% error",
+    )
+    ap.add_argument("--voices", nargs="*", default=None, help="only voices whose name contains one of these")
     ap.add_argument("--png", default=None, help="write one spectrogram per voice here")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -83,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     decoder = _decoder()
     rows, examples = [], {}
     for voice in sorted(by_voice):
-        utts = by_voice[voice]
+        if args.voices and not any(v in voice for v in args.voices):
+            continue
+        utts = [e for e in by_voice[voice] if len(e.text.split()) >= args.min_words]
         pick = np.random.default_rng(0).permutation(len(utts))[: args.per_voice]
         refs, hyp16, hyp8 = [], [], []
         for i in sorted(pick):
@@ -101,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                 "example_hyp": hyp16[0],
             }
         )
-        examples[voice] = utts[sorted(pick)[0]]
+        examples[voice] = utts[min(pick)]
         print(
             f"{voice:40s} n={len(refs):3d}  WER 16k {rows[-1]['wer_16k']:5.1f} %"
             f"   8k band {rows[-1]['wer_8k_band']:5.1f} %"

@@ -16,8 +16,8 @@ hash is drawn (salted sha1 of its description) until `which_set` assigns it to i
 validation = KED (festival ked_diphone), testing = RMS (flite rms), training = KAL, SLT, AWB, the
 same person-level hold-out as the LibriSpeech-layout corpus.
 
-Each speaker says every word once or twice (a repetition gets a slightly different rate and pitch,
-so it is a new rendition, not a copy). A word is placed at a random position in the 1-s clip; a
+Each speaker says every word once or twice (a repetition gets slightly different rate and pitch
+settings, so it is a new rendition, not a copy). A word is placed at a random position in the 1-s clip; a
 share of clips ends right after the word, shorter than 1 s, as many real clips do.
 """
 
@@ -49,7 +49,7 @@ from .tts import (
 __all__ = ["NAME", "SPLIT_VOICES", "BACKGROUND_SOURCES"]
 
 NAME = "speech_commands"
-VERSION = "2"
+VERSION = "3"
 TOP = "speech_commands_v0.02"
 CLIP = SAMPLE_RATE  # samples in a full 1-s clip
 
@@ -224,17 +224,21 @@ def build(ctx: BuildContext) -> None:
     for split, h, variant in speakers:
         rng = ctx.rng("speaker", h)
         gain_db, noise_db = float(rng.uniform(-14, -2)), float(rng.uniform(-70, -50))
+        # Repetition n of any word uses the speaker's n-th rendition settings (rate and pitch nudged),
+        # so festival still synthesises each speaker in a few batches rather than word by word.
+        renditions = [variant] + [
+            replace(
+                variant,
+                rate=round(variant.rate * float(rng.uniform(0.92, 1.08)), 3),
+                f0=None if variant.f0 is None else round(variant.f0 * float(rng.uniform(0.95, 1.05)), 1),
+            )
+            for _ in range(plan.max_repetitions - 1)
+        ]
         for word in WORDS_V2:
             if rng.random() < plan.skip_probability:
                 continue
             for n in range(int(rng.integers(1, plan.max_repetitions + 1))):
-                v = variant
-                if n:  # a repetition is a new rendition: nudge rate and pitch
-                    v = replace(
-                        variant,
-                        rate=round(variant.rate * float(rng.uniform(0.92, 1.08)), 3),
-                        f0=None if variant.f0 is None else round(variant.f0 * float(rng.uniform(0.95, 1.05)), 1),
-                    )
+                v = renditions[n]
                 rel = f"{word}/{h}_nohash_{n}.wav"
                 split_of[rel] = split
                 jobs.append(
