@@ -4,12 +4,16 @@ Prints the largest score difference (final z-normalised scores; must stay below 
 the speed ratio with s3prl's process pool at as many workers as cores, and our cost per
 query-document pair against the bound set by the distance matmul alone.
 
+    python benchmarks/qbe_dtw.py                             # fbank on the mini QbE set (dev queries x documents)
+    python benchmarks/qbe_dtw.py --upstream random --layer 3 # another upstream / layer (default: last)
     python benchmarks/qbe_dtw.py --synthetic                 # 60-frame queries, 300-frame docs, 768 dims
     python benchmarks/qbe_dtw.py --synthetic --size tiny     # seconds; what the test runs
     python benchmarks/qbe_dtw.py --features feats.pt         # {"queries": [T x D], "docs": [T x D]}
 
-`compare(queries, docs)` is the entry point for real features (e.g. one layer of an upstream on
-the mini QbE set, once the dataset loader exists); everything else here only feeds it.
+By default the features are one layer of a frozen upstream on the built mini-benchmark's QUESST
+set (`--profile`, `--data-root`) or a real QUESST 2014 (`--dataset`), taken from the same
+embedding cache `bench run --task qbe` uses (extracted on first use). `compare(queries, docs)` is
+the entry point; everything else here only feeds it.
 """
 
 from __future__ import annotations
@@ -224,6 +228,33 @@ def compare(
     return report
 
 
+def real_features(args) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """One layer of `args.upstream` on the QbE set: the split's queries and all documents."""
+    import ast
+
+    import upstreams
+    from bench.qbe_protocol import qbe_features
+
+    options = {}
+    for text in args.option:
+        key, _, value = text.partition("=")
+        try:
+            options[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            options[key] = value
+    upstream = upstreams.load(args.upstream, **options).eval()
+    if args.dataset is None:
+        from tasks.data import build
+
+        build(args.profile, root=args.data_root, only=["quesst14"], log=lambda m: print(m, file=sys.stderr))
+    feats = qbe_features(upstream, args.dataset, profile=args.profile, data_root=args.data_root,
+                         cache_root=args.cache_root, progress=False)
+    layer = args.layer % upstream.num_layers
+    print(f"features: {args.upstream} layer {layer} of {upstream.num_layers}, QbE {args.split} queries x "
+          f"documents of {feats.root}", file=sys.stderr)
+    return feats.layer(args.split, layer), feats.layer("docs", layer)
+
+
 def _print(report: dict) -> None:
     print(
         f"{report['queries']} queries x {report['documents']} documents "
@@ -253,6 +284,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--synthetic", action="store_true", help="random speech-like features")
     src.add_argument("--features", type=Path, help='torch file with {"queries": [...], "docs": [...]}')
+    p.add_argument("--upstream", default="fbank", help="upstream whose features are compared (default fbank)")
+    p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE", help="upstream option")
+    p.add_argument("--layer", type=int, default=-1, help="layer of the upstream (default: last)")
+    p.add_argument("--split", choices=["dev", "eval"], default="dev", help="queries of this split x all documents")
+    p.add_argument("--profile", choices=["tiny", "mini"], default="mini", help="built mini-benchmark profile")
+    p.add_argument("--data-root", default=None, help="mini-benchmark root (default $BENCH_DATA or the user cache)")
+    p.add_argument("--dataset", default=None, help="a real quesst14Database instead of the built profile")
+    p.add_argument("--cache-root", default=None, help="embedding cache (default $BENCH_CACHE or the user cache)")
     p.add_argument("--size", choices=sorted(SIZES), default="small")
     p.add_argument("--queries", type=int, help="override the number of synthetic queries")
     p.add_argument("--docs", type=int, help="override the number of synthetic documents")
@@ -270,8 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         nq, nd, qf, df, dim = SIZES[args.size]
         queries, docs = synthetic_features(args.queries or nq, args.docs or nd, qf, df, dim, seed=args.seed)
     else:
-        p.error("features of the mini QbE set are not wired in yet: pass --synthetic, or --features FILE "
-                '(torch.save({"queries": [...], "docs": [...]}) of one layer\'s (frames, dim) tensors)')
+        queries, docs = real_features(args)
     report = compare(queries, docs, workers=args.workers, threads=args.threads, s3prl=not args.no_s3prl,
                      repeats=args.repeats)
     if args.json:

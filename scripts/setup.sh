@@ -4,7 +4,8 @@
 #
 #   bash scripts/setup.sh          # or: make setup
 #
-# 1. System packages: TTS voices and sox for the offline mini-benchmark builder.
+# 1. System packages: the TTS engines and voices the offline mini-benchmark builder runs (flite,
+#    festival); its other Debian sources are only downloaded and unpacked, never installed.
 # 2. torch==2.14.1 + torchaudio==2.11.0 first, so no later dependency can pull another torch build.
 # 3. This package with its test extras (s3prl 0.4.18, pysdtw, ...).
 # 4. hear-validator 2021.0.6: it declares Python < 3.9 and needs TensorFlow, so TensorFlow is
@@ -14,20 +15,25 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox espeak-ng)
+APT_PACKAGES=(flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)
 PY=${PYTHON:-python3}
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
-if ((${#missing[@]})); then
+# The builder fetches its other sound sources with `apt-get download`, which needs package lists.
+no_lists=0
+ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1 || no_lists=1
+if ((${#missing[@]})) || ((no_lists)); then
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo"; else
-    echo "setup: need root to install ${missing[*]}: run 'sudo apt-get install -y ${missing[*]}'" >&2; exit 1
+    echo "setup: need root for 'apt-get update && apt-get install -y ${missing[*]}'" >&2; exit 1
   fi
-  echo "setup: installing system packages: ${missing[*]}"
+  echo "setup: apt-get update${missing:+ and install ${missing[*]}}"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  if ((${#missing[@]})); then
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
 fi
 
 pip_install() { "$PY" -m pip install -q --disable-pip-version-check "$@"; }

@@ -24,7 +24,8 @@ from torch import Tensor
 
 from .data.lexicon import PHONES
 
-__all__ = ["BLANK", "Vocabulary", "PHONES39", "CHARACTERS", "ctc_loss", "greedy_decode", "BeamSearchDecoder"]
+__all__ = ["BLANK", "Vocabulary", "PHONES39", "CHARACTERS", "ctc_loss", "min_frames", "greedy_decode",
+           "BeamSearchDecoder"]
 
 BLANK = 0
 _BLANK_SYMBOL = "<blank>"
@@ -96,6 +97,11 @@ def ctc_loss(logits: Tensor, lengths: Tensor, targets: Sequence[Sequence[int]]) 
     return torch.nn.functional.ctc_loss(
         log_probs, flat, lengths.long().to(device), target_lengths, blank=BLANK, reduction="mean", zero_infinity=True
     )
+
+
+def min_frames(ids: Sequence[int]) -> int:
+    """Fewest frames a CTC path for `ids` needs: one per label plus a blank between repeated labels."""
+    return len(ids) + sum(1 for a, b in zip(ids, ids[1:]) if a == b)
 
 
 def greedy_decode(logits: Tensor, lengths: Tensor) -> list[list[int]]:

@@ -72,7 +72,8 @@ class FrameSource:
         parts = []
         for i in idx:
             start, n = self.spans[i]
-            block = self.features[start : start + n] if self.layer is None else self.features[start : start + n, self.layer]
+            rows = self.features[start : start + n]
+            block = rows if self.layer is None else rows[:, self.layer]
             parts.append(torch.from_numpy(np.asarray(block, dtype=np.float32)))
         return torch.nn.utils.rnn.pad_sequence(parts, batch_first=True), lengths
 
@@ -138,15 +139,20 @@ def _as_tuple(inputs) -> tuple:
 
 
 @torch.no_grad()
-def decode(model: nn.Module, source, max_padded: int, decoder: Callable = greedy_decode) -> list[list[int]]:
-    """Label ids per utterance of `source`, in its order (eval mode, batches by duration)."""
+def decode(model: nn.Module, source, max_padded: int, decoder: Callable = greedy_decode,
+           targets: Sequence[Sequence[int]] | None = None) -> tuple[list[list[int]], float | None]:
+    """Label ids per utterance of `source`, in its order (eval mode, batches by duration), and the
+    CTC loss per utterance averaged over `source` when `targets` are given (else None)."""
     model.eval()
     out: list[list[int]] = [[] for _ in range(len(source))]
+    total = 0.0
     for idx, inputs in _prefetched(source, batches_by_duration(source.lengths(), max_padded)):
         logits, lengths = model(*_as_tuple(inputs))
         for i, ids in zip(idx, decoder(logits, lengths)):
             out[i] = ids
-    return out
+        if targets is not None:
+            total += float(ctc_loss(logits, lengths, [targets[i] for i in idx])) * len(idx)
+    return out, (total / len(source) if targets is not None else None)
 
 
 @dataclass
@@ -157,7 +163,7 @@ class CTCFitResult:
     rank: tuple  # what selected it (lower is better)
     steps_run: int
     seconds: float
-    history: list[dict] = field(default_factory=list)  # {"step", "loss", <dev metrics>}
+    history: list[dict] = field(default_factory=list)  # {"step", "train_loss", "dev_<metric>"...}
 
 
 def fit_ctc(
@@ -207,12 +213,13 @@ def fit_ctc(
             if step % budget.eval_every == 0 or step == budget.max_steps:
                 metrics = evaluate(model)
                 model.train()
-                best.history.append({"step": step, "loss": round(float(np.mean(losses)), 4),
-                                     **{k: round(v, 3) for k, v in metrics.items()}})
+                best.history.append({"step": step, "train_loss": round(float(np.mean(losses)), 4),
+                                     **{f"dev_{k}": round(v, 4) for k, v in metrics.items()}})
                 losses = []
                 key = rank(metrics)
                 if key < best.rank:
-                    best.state, best.best_step, best.dev, best.rank = copy.deepcopy(model.state_dict()), step, metrics, key
+                    best.state, best.best_step = copy.deepcopy(model.state_dict()), step
+                    best.dev, best.rank = metrics, key
                     bad = 0
                 else:
                     bad += 1

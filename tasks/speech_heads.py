@@ -40,6 +40,7 @@ __all__ = [
     "s3prl_frame_level",
     "RNNLayer",
     "RNNs",
+    "output_lengths",
     "CTCHead",
     "WeightedSum",
     "Standardize",
@@ -207,6 +208,17 @@ class RNNs(nn.Module):
         for rnn in self.rnns:
             x, lengths = rnn(x, lengths)
         return self.linear(x), lengths
+
+
+def output_lengths(config: HeadConfig, upstream_rate: int, lengths: Tensor) -> Tensor:
+    """Frames the head emits for inputs of `lengths` upstream frames (what CTC has to fit labels into)."""
+    if config.select != "RNNs":
+        return lengths
+    total = config.rnn.get("total_rate", 320)
+    out = lengths // (1 if total == -1 else max(1, round(total / upstream_rate)))
+    for rate in config.rnn["sample_rate"]:
+        out = out // rate
+    return out
 
 
 class CTCHead(nn.Module):

@@ -2,3 +2,4 @@
 
 from . import fbank  # noqa: F401
 from .m2d import factories  # noqa: F401
+from .score import factories as _score_factories  # noqa: F401,E402

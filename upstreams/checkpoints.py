@@ -7,6 +7,7 @@ so a user can see whether they passed an M2D-S 16x4 checkpoint to a 16x16 model,
 
 from __future__ import annotations
 
+import argparse
 import pickle
 from pathlib import Path
 
@@ -24,7 +25,10 @@ def read_checkpoint(path: str | Path) -> dict:
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        # official MAE/M2D training checkpoints store their argparse.Namespace under "args": a plain
+        # attribute bag whose contents are unpickled under the same weights_only rules, so allow it
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"{path}: refused to load - it contains Python objects beyond tensors and plain containers "

@@ -39,6 +39,9 @@ def add_parser(sub) -> None:
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16 autocast for the upstream")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--classes", default=None, choices=["superb12", "all35"], help="speech_commands label set")
+    p.add_argument("--decoder", default=None, choices=["greedy", "beam"],
+                   help="asr: CTC decoding for the scores (default greedy; beam needs flashlight-text)")
+    p.add_argument("--beam-size", type=int, default=None, help="asr with --decoder beam (default 5)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable audio files (counted in the record)")
     p.add_argument("--folds", nargs="+", default=None, metavar="FOLD",
                    help="evaluate only these folds, e.g. --folds fold1 (ESC-50 has fold1..fold5; recorded)")
@@ -59,6 +62,12 @@ def _run(args) -> int:
         if args.task != "speech_commands":
             raise SystemExit("bench run: error: --classes applies only to --task speech_commands")
         task_options["classes"] = args.classes
+    if args.decoder or args.beam_size:
+        if args.task != "asr":
+            raise SystemExit("bench run: error: --decoder/--beam-size apply only to --task asr")
+        task_options["decoder"] = args.decoder or "beam"
+        if args.beam_size:
+            task_options["beam_size"] = args.beam_size
     req = RunRequest(
         upstream=args.upstream, task=args.task, protocol=args.protocol, ckpt=args.ckpt,
         upstream_options=dict(args.option), dataset=args.dataset, profile=args.profile, data_root=args.data_root,

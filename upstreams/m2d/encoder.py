@@ -34,8 +34,13 @@ class EncoderConfig:
     input_frames: int = 608  # window in mel frames; multiple of patch_size[1]
     n_mels: int = 80
     qkv_bias: bool = True
+    # which half of the position channels encodes frequency: "ft" (this suite) or "tf" (the
+    # nttcslab/MAE `get_2d_sincos_pos_embed` layout, used by converted official checkpoints)
+    pos_embed_order: str = "ft"
 
     def __post_init__(self) -> None:
+        if self.pos_embed_order not in ("ft", "tf"):
+            raise ValueError(f"pos_embed_order must be 'ft' or 'tf', got {self.pos_embed_order!r}")
         pf, pt = self.patch_size
         if self.n_mels % pf:
             raise ValueError(f"n_mels {self.n_mels} is not a multiple of the patch height {pf}")
@@ -88,12 +93,17 @@ def _sincos_1d(dim: int, pos: Tensor) -> Tensor:
     return torch.cat([out.sin(), out.cos()], dim=1)
 
 
-def sincos_pos_embed_2d(dim: int, grid_f: int, grid_t: int) -> Tensor:
-    """Fixed 2-D sin-cos positions `[grid_f, grid_t, dim]`: half the channels encode f, half t (MAE)."""
+def sincos_pos_embed_2d(dim: int, grid_f: int, grid_t: int, order: str = "ft") -> Tensor:
+    """Fixed 2-D sin-cos positions `[grid_f, grid_t, dim]`: half the channels encode f, half t.
+
+    `order="ft"` puts frequency in the first half; `"tf"` puts time first, which is what MAE's
+    `get_2d_sincos_pos_embed` (and so every official M2D checkpoint) produces.
+    """
     if dim % 4:
         raise ValueError(f"embed_dim {dim} must be a multiple of 4 for 2-D sin-cos positions")
     f, t = torch.meshgrid(torch.arange(grid_f), torch.arange(grid_t), indexing="ij")
-    emb = torch.cat([_sincos_1d(dim // 2, f), _sincos_1d(dim // 2, t)], dim=1)
+    halves = [_sincos_1d(dim // 2, f), _sincos_1d(dim // 2, t)]
+    emb = torch.cat(halves if order == "ft" else halves[::-1], dim=1)
     return emb.reshape(grid_f, grid_t, dim).float()
 
 
@@ -166,7 +176,7 @@ class M2DEncoder(nn.Module):
         self.patch_embed = PatchEmbed(config.patch_size, d)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         gf, gt = config.grid
-        self.register_buffer("pos_embed", sincos_pos_embed_2d(d, gf, gt), persistent=False)
+        self.register_buffer("pos_embed", sincos_pos_embed_2d(d, gf, gt, config.pos_embed_order), persistent=False)
         self.blocks = nn.ModuleList(
             [Block(d, config.num_heads, config.mlp_ratio, config.qkv_bias) for _ in range(config.depth)]
         )

@@ -55,6 +55,14 @@ class M2DUpstream(Upstream):
         states, out_lengths = self.encoder(mel, lengths, max_windows=self.max_windows)
         return UpstreamOutput(tuple(states), out_lengths)
 
+    def layer_modules(self) -> list[torch.nn.Module]:
+        """The transformer blocks, bottom to top (partial fine-tuning such as SCORE trains the top k)."""
+        return list(self.encoder.blocks)
+
+    def output_modules(self) -> list[torch.nn.Module]:
+        """Modules after the last block that shape the top layer's output (the final LayerNorm)."""
+        return [self.encoder.norm]
+
     def bundle(self, **extra) -> dict:
         return encoder_bundle(self.encoder, self.frontend, **extra)
 

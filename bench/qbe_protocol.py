@@ -1,0 +1,176 @@
+"""QbE `dtw`: subsequence DTW on frozen frame features per layer, layer chosen on dev, MTWV on eval.
+
+Nothing is trained. Frame features of the dev queries, eval queries and the shared documents are
+extracted once into the embedding cache. For every layer, `tasks.qbe.qbe_scores` (s3prl's
+`quesst14_dtw` scoring, batched) scores all dev query x document pairs and `tasks.metrics.twv`
+computes MTWV against the dev ground truth; the layer with the highest dev MTWV (ties: the lower
+layer) is the only one ever scored on eval.
+
+Scoring follows s3prl's recipe with the official scorer: the detection list covers the English
+queries and documents, and trials of the ground truth outside it (the other QUESST languages on
+the real corpus) count with the default score -10, i.e. as misses (`score-TWV-Cnxe.sh <dir> <gt>
+-10`). That is how SUPERB's QbE numbers were computed; MTWV over the English trials alone is
+reported as a secondary number. ATWV uses s3prl's YES decisions (z-score > 2). The chosen layer's
+`benchmark.stdlist.xml` for dev and eval is written under `<results>/qbe/<upstream>/<run>/` so
+that anyone with the official scorer can check the numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tasks.clip_tasks import dataset_identity
+from tasks.data.build import manifest_hash
+from tasks.datasets.quesst14 import QbESplit, find_root, load_quesst14
+from tasks.metrics.twv import QUESST2014, load_groundtruth, score_matrix
+from tasks.qbe import DECISION_THRESHOLD, qbe_scores, write_stdlist
+
+from .cache import CacheEntry, EmbeddingCache
+from .clip_runner import PartialResult, dataset_record
+from .errors import UserError
+from .extract import ExtractionSettings, extract_to
+
+__all__ = ["DEFAULT_SCORE", "LANGUAGE", "QbEFeatures", "qbe_features", "run_qbe"]
+
+DEFAULT_SCORE = -10.0  # s3prl's third argument to score-TWV-Cnxe.sh: score of trials not in the list
+LANGUAGE = "nnenglish"  # the QUESST subset SUPERB scores
+
+
+def _twv(gt, queries, docs, scores) -> dict:
+    decisions = scores > DECISION_THRESHOLD
+    full = score_matrix(gt, queries, docs, scores, decisions, default_score=DEFAULT_SCORE)
+    english = score_matrix(gt.restrict(queries, docs), queries, docs, scores, decisions)
+    return {"mtwv": full.mtwv, "atwv": full.atwv, "threshold": full.threshold, "p_miss": full.p_miss,
+            "p_fa": full.p_fa, "queries_scored": full.n_queries, "mtwv_english": english.mtwv,
+            "atwv_english": english.atwv}
+
+
+def _run_dir(results: str, upstream: str) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9_.-]", "_", upstream)[:80]
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    return Path(results) / "qbe" / slug / f"{stamp}-{os.getpid()}"
+
+
+@dataclass
+class QbEFeatures:
+    """Frame features (all layers, cached) of the dev and eval queries and the shared documents."""
+
+    root: Path
+    splits: dict[str, QbESplit]  # "dev" / "eval"
+    entry: CacheEntry
+    rows: dict[str, list[int]]  # "dev" / "eval" / "docs" -> cache example rows
+
+    @property
+    def documents(self):
+        return self.splits["dev"].documents
+
+    def names(self, part: str) -> list[str]:
+        """Query ids of a split, or document ids for "docs" (as the ground truth spells them)."""
+        examples = self.documents if part == "docs" else self.splits[part].queries
+        return [e.key for e in examples]
+
+    def layer(self, part: str, layer: int) -> list[torch.Tensor]:
+        """float32 `(frames, dim)` features of `layer` for each query of a split, or each document."""
+        features, index = self.entry.features, self.entry.index
+        return [torch.from_numpy(np.asarray(features[s : s + n, layer], dtype=np.float32))
+                for s, n in index[self.rows[part]]]
+
+
+def qbe_features(upstream, dataset=None, *, profile: str = "mini", data_root=None, cache_root=None,
+                 precision: str = "fp32", batch_seconds: float = 120.0, progress: bool = True,
+                 skip_bad: bool = False) -> QbEFeatures:
+    """Load the English QUESST queries and documents and their frame features (extracted once, cached)."""
+    root = find_root(dataset, profile, data_root)
+    splits = {s: load_quesst14(dataset, s, language=LANGUAGE, profile=profile, data_root=data_root,
+                               skip_bad_audio=skip_bad) for s in ("dev", "eval")}
+    for s, sp in splits.items():
+        if not sp.queries:
+            raise ValueError(f"{root}: no {LANGUAGE} queries in the {s} split")
+    docs = splits["dev"].documents
+    if not docs:
+        raise ValueError(f"{root}: no {LANGUAGE} documents")
+    examples = [*splits["dev"].queries, *splits["eval"].queries, *docs]
+    settings = ExtractionSettings("frames", None, "repeat", precision)
+    ident = upstream.describe()
+    material = {"upstream": {k: ident[k] for k in ("name", "options", "checkpoint_sha256")},
+                "task": "quesst14-frames", "language": LANGUAGE,
+                "dataset_manifest": manifest_hash(dataset_identity(root)[0]), "settings": settings.key()}
+    entry = EmbeddingCache(cache_root).get_or_create(
+        material, lambda tmp: extract_to(tmp, upstream, examples, settings, batch_seconds, progress),
+        [e.key for e in examples])
+    n_dev, n_eval = len(splits["dev"].queries), len(splits["eval"].queries)
+    rows = {"dev": list(range(n_dev)), "eval": list(range(n_dev, n_dev + n_eval)),
+            "docs": list(range(n_dev + n_eval, len(examples)))}
+    return QbEFeatures(root, splits, entry, rows)
+
+
+def run_qbe(req, spec, protocol: str, upstream, device, log=print) -> PartialResult:
+    if protocol != "dtw":
+        raise UserError(f"qbe has only the 'dtw' protocol, got '{protocol}'")
+    if req.lrs:
+        raise UserError("--lr does not apply to qbe: the dtw protocol trains nothing")
+    feats = qbe_features(upstream, req.dataset, profile=req.profile, data_root=req.data_root,
+                         cache_root=req.cache_root, precision=req.precision, batch_seconds=req.batch_seconds,
+                         progress=req.progress, skip_bad=req.skip_bad)
+    entry, splits = feats.entry, feats.splits
+    log(f"[run] frame features {'reused from' if entry.hit else 'written to'} cache {entry.path}")
+    skipped = {**feats.documents.skipped, **splits["dev"].queries.skipped, **splits["eval"].queries.skipped}
+    dataset = dataset_record(spec, req, dataset_identity(feats.root)[0], skipped)
+    dataset["queries"] = {s: len(sp.queries) for s, sp in splits.items()}
+    dataset["documents"] = len(feats.documents)
+    names = {s: feats.names(s) for s in splits}
+    doc_names = feats.names("docs")
+    gts = {s: load_groundtruth(splits[s].ground_truth_dir) for s in splits}
+
+    def score_layer(split: str, layer: int) -> tuple[torch.Tensor, dict, float]:
+        t0 = time.perf_counter()
+        scores = qbe_scores(feats.layer(split, layer), feats.layer("docs", layer))
+        seconds = time.perf_counter() - t0
+        return scores, _twv(gts[split], names[split], doc_names, scores.numpy()), seconds
+
+    per_layer, dev_scores, dev_mtwv = [], {}, {}
+    for layer in range(upstream.num_layers):
+        scores, res, seconds = score_layer("dev", layer)
+        dev_scores[layer], dev_mtwv[layer] = scores, res["mtwv"]
+        per_layer.append({"layer": layer, "dev_mtwv": round(res["mtwv"], 4), "dev_atwv": round(res["atwv"], 4),
+                          "dtw_seconds": round(seconds, 2)})
+        log(f"[run] qbe layer {layer}: dev MTWV {res['mtwv']:.4f} ({seconds:.1f} s)")
+    best = max(dev_mtwv, key=lambda layer: (dev_mtwv[layer], -layer))
+    dev_res = _twv(gts["dev"], names["dev"], doc_names, dev_scores[best].numpy())
+    eval_scores, eval_res, eval_seconds = score_layer("eval", best)
+
+    details = {
+        "per_layer": per_layer,
+        "chosen_layer": best,
+        "cache": {"hit": entry.hit, "key": entry.meta["key"][:16], "extract_seconds": entry.meta.get("build_seconds")},
+        "scoring": {"distance": "cosine-exp, min-max normalised per query frame",
+                    "dtw": "subsequence, asymmetric steps",
+                    "feature_normalization": "standardised over all queries and documents of the split",
+                    "score_normalization": "per-query z-score", "yes_threshold": DECISION_THRESHOLD,
+                    "default_score": DEFAULT_SCORE, "costs": {"p_target": QUESST2014.p_target,
+                                                              "c_miss": QUESST2014.c_miss, "c_fa": QUESST2014.c_fa}},
+        "eval": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in eval_res.items()},
+        "dev": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in dev_res.items()},
+        "eval_dtw_seconds": round(eval_seconds, 2),
+    }
+    if req.write:
+        out = _run_dir(req.results, req.upstream)
+        details["stdlist"] = {
+            "dev": str(write_stdlist(out / "dev" / "benchmark.stdlist.xml", names["dev"], doc_names, dev_scores[best])),
+            "eval": str(write_stdlist(out / "eval" / "benchmark.stdlist.xml", names["eval"], doc_names, eval_scores)),
+            "check_with": "score-TWV-Cnxe.sh <dir> groundtruth_quesst14_<split> -10",
+        }
+    secondary = {"atwv": round(eval_res["atwv"], 4), "dev_mtwv": round(dev_res["mtwv"], 4),
+                 "mtwv_english_only": round(eval_res["mtwv_english"], 4),
+                 "atwv_english_only": round(eval_res["atwv_english"], 4)}
+    selection = {"on": "validation", "criterion": "highest dev MTWV over layers (ties: lower layer)",
+                 "grid": [{"layer": r["layer"], "dev_mtwv": r["dev_mtwv"]} for r in per_layer],
+                 "chosen": {"layer": best}, "test_used_for_selection": False}
+    return PartialResult(round(eval_res["mtwv"], 4), None, "eval", secondary, selection, details, dataset)

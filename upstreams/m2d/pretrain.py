@@ -1,0 +1,306 @@
+"""`bench pretrain m2d|m2dx`: run configs, presets, and the recipes the shared training loop runs.
+
+Presets (any field can be overridden by a YAML/JSON file or `--set key=value`):
+
+- `tiny`: seconds on CPU, for tests: tiny encoder, 30 steps of 8 clips.
+- `mini`: about an hour on 2 CPU cores on the mini pretraining corpus: the `mini` encoder
+  (192-d, 6 layers, patch 16x4 = 40 ms frames for speech tasks), 1200 steps of 32 clips, bf16 autocast.
+- `base`: the paper's recipe for GPUs: ViT-B, input 80x608, patch 16x16, AdamW (0.9, 0.95), weight
+  decay 0.05, base lr 3e-4 x batch/256, 20 warm-up epochs of 300, cosine, clip 3.0, batch 2048.
+- m2dx `mini_respiratory`: further pretraining of an M2D checkpoint (`--init`) on the respiratory
+  corpus with background noise eta 0.3, distillation from the same M2D and supervised labels.
+
+EMA rates. The paper's 0.99995 -> 0.99999 suits ~300k steps: the target's time constant
+1 / (1 - rate) is 20k steps at the start and 100k at the end, i.e. 7 % to 33 % of the run. A 30-step
+test or a 1200-step CPU run with those rates would leave the target at its random init (0.99995^1200
+still keeps 94 % of it), so the small presets scale the time constants to their length: mini
+0.99 -> 0.998 (100 -> 500 steps: 8 % -> 42 % of 1200), tiny 0.9 -> 0.99 (10 -> 100 steps, so the
+target still moves visibly within a 30-step test).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..checkpoints import load_state_strict, read_checkpoint
+from ..errors import CheckpointError
+from ..frontend import LogMelConfig
+from ..training.config import ConfigError, TrainConfig
+from ..training.corpus import data_root, default_index
+from ..training.ddp import DistEnv, barrier
+from ..training.loop import Recipe
+from ..training.run import Method
+from .data import MelCrops, MelFeatures, load_features
+from .encoder import ENCODER_PRESETS, EncoderConfig
+from .m2dx import M2DX
+from .model import M2D, PREDICTOR_PRESETS, PredictorConfig, ema_rate
+
+__all__ = ["DataConfig", "M2DConfig", "OfflineConfig", "NoiseConfig", "M2DXConfig", "M2D_PRESETS", "M2DX_PRESETS",
+           "build_m2d", "build_m2dx", "InitWeights", "load_init", "M2D_METHOD", "M2DX_METHOD"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    profile: str = "mini"  # data profile whose pretraining corpus is used when `index` is empty
+    corpus: str = "general"  # general | respiratory
+    index: str = ""  # index.csv of the corpus; "" = <data root>/<profile>/pretrain/<corpus>/index.csv
+    cache_dir: str = ""  # log-mel cache; "" = <data root>/_features
+    norm_stats: tuple[float, ...] = ()  # (mean, std); () = from the --init checkpoint, else from the corpus
+    norm_stats_segments: int = 2000  # segments sampled to compute the statistics
+
+    def __post_init__(self) -> None:
+        if len(self.norm_stats) not in (0, 2) or (self.norm_stats and self.norm_stats[1] <= 0):
+            raise ConfigError(f"data.norm_stats must be empty or [mean, std>0], got {list(self.norm_stats)}")
+
+
+@dataclass(frozen=True)
+class M2DConfig:
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    frontend: LogMelConfig = field(default_factory=LogMelConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    mask_ratio: float = 0.7  # 0.6 is the paper's other variant
+    ema_start: float = 0.99995
+    ema_end: float = 0.99999
+    init: str = ""  # start from these weights: a checkpoint of this suite or an official nttcslab M2D one
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.mask_ratio < 1.0:
+            raise ConfigError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
+        for name in ("ema_start", "ema_end"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.frontend.n_mels != self.encoder.n_mels:
+            raise ConfigError(f"frontend.n_mels {self.frontend.n_mels} != encoder.n_mels {self.encoder.n_mels}")
+
+
+@dataclass(frozen=True)
+class OfflineConfig:
+    dim: int = 0  # offline embedding width; 0 = the teacher's frame width
+    m2d_weight: float = 1.0
+    distill_weight: float = 1.0  # 0 = no distillation
+    teacher: str = "init"  # frozen M2D checkpoint to distil; "init" = the --init checkpoint
+    supervised_weight: float = 0.0  # 0 = no supervised task
+    supervised_loss: str = "bce"  # bce (multi-label) | ce (single label)
+
+    def __post_init__(self) -> None:
+        if self.supervised_loss not in ("bce", "ce"):
+            raise ConfigError(f"offline.supervised_loss must be bce or ce, got {self.supervised_loss!r}")
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    eta: float = 0.0  # mixing ratio in the power domain; 0 = no noise
+    index: str = ""  # noise corpus; "" = <data root>/<data.profile>/pretrain/noise/index.csv
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.eta < 1.0:
+            raise ConfigError(f"noise.eta must be in [0, 1), got {self.eta}")
+
+
+@dataclass(frozen=True)
+class M2DXConfig(M2DConfig):
+    offline: OfflineConfig = field(default_factory=OfflineConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+
+
+# -- presets ---------------------------------------------------------------------------------------
+_TINY_TRAIN = TrainConfig(steps=30, warmup_steps=5, batch_size=8, lr=1e-3, checkpoint_every=10, log_every=1,
+                          progress=False)
+# batch 32 x 1200 steps: ~1 h of bf16 on 2 shared CPU cores; base_lr is 10x the paper's because a
+# 1200-step run at the linearly scaled 3.75e-5 barely leaves the initialisation
+_MINI_TRAIN = TrainConfig(steps=1200, warmup_steps=120, batch_size=32, base_lr=3e-3, precision="bf16",
+                          checkpoint_every=100, log_every=10)
+_BASE_TRAIN = TrainConfig(steps=0, epochs=300, warmup_epochs=20, batch_size=2048, base_lr=3e-4, weight_decay=0.05,
+                          betas=(0.9, 0.95), clip_grad=3.0, precision="bf16", checkpoint_every=1000, log_every=50)
+
+M2D_PRESETS: dict[str, M2DConfig] = {
+    "tiny": M2DConfig(train=_TINY_TRAIN, data=DataConfig(profile="tiny", norm_stats_segments=200),
+                      encoder=ENCODER_PRESETS["tiny"], predictor=PREDICTOR_PRESETS["tiny"], ema_start=0.9, ema_end=0.99),
+    "mini": M2DConfig(train=_MINI_TRAIN, encoder=ENCODER_PRESETS["mini"], predictor=PREDICTOR_PRESETS["mini"],
+                      ema_start=0.99, ema_end=0.998),
+    "base": M2DConfig(train=_BASE_TRAIN, data=DataConfig(norm_stats_segments=10000), encoder=ENCODER_PRESETS["base"],
+                      predictor=PREDICTOR_PRESETS["base"]),
+}
+
+M2DX_PRESETS: dict[str, M2DXConfig] = {
+    "tiny": M2DXConfig(**{f.name: getattr(M2D_PRESETS["tiny"], f.name) for f in dataclasses.fields(M2DConfig)},
+                       offline=OfflineConfig(supervised_weight=1.0), noise=NoiseConfig(eta=0.3)),
+    "mini": M2DXConfig(**{f.name: getattr(M2D_PRESETS["mini"], f.name) for f in dataclasses.fields(M2DConfig)}),
+    # the respiratory recipe: further pretraining of an M2D checkpoint (--init), teacher = the same M2D
+    "mini_respiratory": M2DXConfig(
+        train=dataclasses.replace(_MINI_TRAIN, steps=600, warmup_steps=60, base_lr=1e-3),
+        data=DataConfig(corpus="respiratory"), encoder=ENCODER_PRESETS["mini"], predictor=PREDICTOR_PRESETS["mini"],
+        ema_start=0.99, ema_end=0.998,
+        offline=OfflineConfig(distill_weight=1.0, supervised_weight=1.0, supervised_loss="ce"), noise=NoiseConfig(eta=0.3)),
+    "base": M2DXConfig(**{f.name: getattr(M2D_PRESETS["base"], f.name) for f in dataclasses.fields(M2DConfig)}),
+}
+
+
+# -- initial weights -------------------------------------------------------------------------------
+@dataclass
+class InitWeights:
+    """What a starting checkpoint provides; `target`/`predictor` are None when it holds only an encoder."""
+
+    path: str
+    encoder_config: EncoderConfig
+    frontend_config: LogMelConfig
+    norm_stats: tuple[float, float]
+    encoder: dict
+    target: dict | None = None  # target_blocks.* / target_norm.* keys
+    predictor: dict | None = None  # Predictor state
+    predictor_config: PredictorConfig | None = None
+
+
+def _sub(state: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def load_init(path: str | Path) -> InitWeights:
+    """Read an M2D bundle/checkpoint of this suite or an official nttcslab checkpoint."""
+    bundle = read_checkpoint(path)
+    if "encoder" not in bundle:
+        from .convert import convert_official
+
+        bundle = convert_official(bundle, source=path)
+    try:
+        enc = EncoderConfig.from_dict(bundle["encoder_config"])
+        fe = LogMelConfig(**bundle.get("frontend_config", {}))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not an M2D weight bundle ({exc})") from exc
+    init = InitWeights(str(path), enc, fe, tuple(bundle.get("norm_stats", (-7.1, 4.2))), bundle["encoder"])
+    model_state = bundle.get("model") if isinstance(bundle.get("model"), dict) else None
+    pred_cfg = bundle.get("predictor_config") or (bundle.get("config") or {}).get("predictor")
+    if model_state is not None and any(k.startswith("target_blocks.") for k in model_state):
+        init.target = {**{f"blocks.{k}": v for k, v in _sub(model_state, "target_blocks.").items()},
+                       **{f"norm.{k}": v for k, v in _sub(model_state, "target_norm.").items()}}
+        init.predictor = _sub(model_state, "predictor.") or None
+    for key in ("m2d_target", "m2d_predictor"):  # what convert_official extracts from official checkpoints
+        if key in bundle:
+            setattr(init, key[4:], bundle[key])
+    if pred_cfg and init.predictor:
+        init.predictor_config = PredictorConfig(**pred_cfg)
+    return init
+
+
+def _apply_init(model: M2D, init: InitWeights, log) -> None:
+    load_state_strict(model.encoder, init.encoder, init.path)
+    if init.target is not None:
+        twin = nn.ModuleDict({"blocks": model.target_blocks, "norm": model.target_norm})
+        load_state_strict(twin, init.target, f"{init.path} (target encoder)")
+    else:
+        model.copy_online_to_target()
+        log(f"{init.path} has no target encoder: the target starts as a copy of the encoder")
+    if init.predictor is not None:
+        load_state_strict(model.predictor, init.predictor, f"{init.path} (predictor)")
+    else:
+        log(f"{init.path} has no predictor weights: the predictor starts from random weights")
+
+
+# -- recipes ---------------------------------------------------------------------------------------
+def _features(index: Path, cfg: M2DConfig, env: DistEnv, log) -> MelFeatures:
+    """Rank 0 builds the cache if needed while the others wait, then everyone memory-maps it."""
+    cache = Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else data_root() / "_features"
+    feats = load_features(index, cfg.frontend, cache, log) if env.is_main else None
+    barrier(env)
+    return feats if feats is not None else load_features(index, cfg.frontend, cache, log)
+
+
+def _resolve_common(cfg: M2DConfig, env: DistEnv, log) -> tuple[M2DConfig, InitWeights | None, MelFeatures]:
+    init = load_init(cfg.init) if cfg.init else None
+    if init is not None:
+        changed = [n for n, a, b in (("encoder", cfg.encoder, init.encoder_config), ("frontend", cfg.frontend, init.frontend_config),
+                                     ("predictor", cfg.predictor, init.predictor_config or cfg.predictor)) if a != b]
+        if changed:
+            log(f"using the {', '.join(changed)} config of {cfg.init} (the weights fix the architecture)")
+        cfg = dataclasses.replace(cfg, encoder=init.encoder_config, frontend=init.frontend_config,
+                                  predictor=init.predictor_config or cfg.predictor)
+    index = Path(cfg.data.index).expanduser() if cfg.data.index else default_index(cfg.data.corpus, cfg.data.profile)
+    feats = _features(index, cfg, env, log)
+    stats = cfg.data.norm_stats or (init.norm_stats if init else feats.norm_stats(cfg.data.norm_stats_segments, cfg.train.seed))
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, index=str(feats.index),
+                                                             norm_stats=tuple(float(s) for s in stats)))
+    return cfg, init, feats
+
+
+def _export(cfg: M2DConfig, extra: dict | None = None):
+    def export(model: M2D) -> dict:
+        return {
+            "encoder_config": cfg.encoder.to_dict(),
+            "frontend_config": cfg.frontend.to_dict(),
+            "norm_stats": list(cfg.data.norm_stats),
+            "encoder": model.encoder.state_dict(),
+            "predictor_config": cfg.predictor.to_dict(),
+            **(extra or {}),
+        }
+
+    return export
+
+
+def _ema_step(cfg: M2DConfig):
+    def after_step(model: M2D, step: int, total_steps: int) -> dict[str, float]:
+        decay = ema_rate(step, total_steps, cfg.ema_start, cfg.ema_end)
+        model.update_target(decay)
+        return {"ema_decay": decay}
+
+    return after_step
+
+
+def build_m2d(cfg: M2DConfig, env: DistEnv, device: torch.device, log=print) -> Recipe:
+    cfg, init, feats = _resolve_common(cfg, env, log)
+    torch.manual_seed(cfg.train.seed)  # same initial weights on every rank
+    model = M2D(cfg.encoder, cfg.predictor)
+    if init is not None:
+        _apply_init(model, init, log)
+    gf, gt = cfg.encoder.grid
+    data = MelCrops(feats, cfg.encoder.input_frames, cfg.data.norm_stats, gf * gt, cfg.mask_ratio, cfg.train.seed)
+    return Recipe("m2d", cfg, model, data, _export(cfg), _ema_step(cfg))
+
+
+def build_m2dx(cfg: M2DXConfig, env: DistEnv, device: torch.device, log=print) -> Recipe:
+    off = cfg.offline
+    path = cfg.init if off.teacher == "init" else off.teacher
+    if off.distill_weight > 0 and not path:  # checked before the (possibly long) feature cache build
+        raise ConfigError("offline.teacher=init needs --init CKPT; or set offline.teacher=PATH, or offline.distill_weight=0")
+    cfg, init, feats = _resolve_common(cfg, env, log)
+    teacher, teacher_input = None, (1.0, 0.0)
+    if off.distill_weight > 0:
+        from .upstream import load_bundle
+
+        up = load_bundle(path)
+        if up.frontend.config != cfg.frontend:
+            raise ConfigError(f"teacher {path} uses front end {up.frontend.config}, the run {cfg.frontend}")
+        t_mean, t_std = (float(x) for x in up.frontend.norm_stats)
+        mean, std = cfg.data.norm_stats
+        teacher, teacher_input = up.encoder, (std / t_std, (mean - t_mean) / t_std)
+    labels = None
+    if off.supervised_weight > 0:
+        labels = feats.label_names()
+        if not labels:
+            raise ConfigError(f"offline.supervised_weight > 0 but {feats.index} has no labels; set offline.supervised_weight=0")
+    noise = None
+    if cfg.noise.eta > 0:
+        noise_index = Path(cfg.noise.index).expanduser() if cfg.noise.index else default_index("noise", cfg.data.profile)
+        noise = _features(noise_index, cfg, env, log)
+        cfg = dataclasses.replace(cfg, noise=dataclasses.replace(cfg.noise, index=str(noise.index)))
+
+    torch.manual_seed(cfg.train.seed)
+    model = M2DX(cfg.encoder, cfg.predictor, off.dim, teacher, teacher_input, len(labels or []),
+                 (off.m2d_weight, off.distill_weight, off.supervised_weight), off.supervised_loss)
+    if init is not None:
+        _apply_init(model, init, log)
+    gf, gt = cfg.encoder.grid
+    data = MelCrops(feats, cfg.encoder.input_frames, cfg.data.norm_stats, gf * gt, cfg.mask_ratio, cfg.train.seed,
+                    noise=noise, eta=cfg.noise.eta, label_names=labels)
+    extra = {"label_names": labels} if labels else {}
+    return Recipe("m2dx", cfg, model, data, _export(cfg, extra), _ema_step(cfg))
+
+
+M2D_METHOD = Method("m2d", M2DConfig, M2D_PRESETS, build_m2d)
+M2DX_METHOD = Method("m2dx", M2DXConfig, M2DX_PRESETS, build_m2dx)

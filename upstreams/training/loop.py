@@ -1,0 +1,248 @@
+"""One readable training loop for every pretraining method (M2D, M2D-X, SCORE, ...).
+
+A method plugs in by building a `Recipe`:
+
+- `model`: an `nn.Module` whose `forward(batch)` returns `(loss, stats)` (stats: scalar tensors to log);
+  everything it holds (EMA target, frozen teacher, counters) is saved and restored with it;
+- `data`: a `BatchSource` whose `get(slot)` returns the micro-batch for a `Slot` (step, micro-batch
+  index) as a dict of CPU tensors. It must be a pure function of the slot (draw randomness from
+  `slot.generator(seed)`), which is what makes resume exact and lets DDP ranks draw disjoint
+  micro-batches without talking; `get` runs in a prefetch thread, one slot ahead;
+- `export(model)`: the weight-bundle keys that make a checkpoint loadable as an upstream;
+- optionally `after_step(model, step, total_steps)` (EMA updates; returns scalars to log) and
+  `param_groups(model, weight_decay)` (which parameters train, with what decay; default: every
+  parameter with `requires_grad`, no decay on biases, norms and tokens).
+
+`train` then does the rest the same way for everyone: AdamW, warm-up + cosine lr, gradient
+accumulation and clipping, bf16 autocast, DDP, atomic checkpoints every N steps, exact resume, a
+JSON-lines log, TensorBoard events, a progress bar and a loss plot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from ..runs import CHECKPOINT_NAME
+from .checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from .config import ConfigError, TrainConfig, to_dict
+from .ddp import DistEnv, accumulation_steps, all_reduce_mean, barrier, no_sync, wrap
+from .log import RunLog, plot_loss, read_log
+from .schedule import run_length, warmup_cosine_lr
+
+__all__ = ["Slot", "seed_for", "BatchSource", "Recipe", "TrainResult", "TrainingDiverged", "default_param_groups",
+           "train"]
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Micro-batch `micro` (0 .. micros_per_step - 1, over all processes) of optimiser step `step`."""
+
+    step: int
+    micro: int
+    micro_batch: int  # clips in this micro-batch
+    micros_per_step: int  # world size x accumulation steps
+
+    @property
+    def first_sample(self) -> int:
+        """Position of this micro-batch's first clip in the endless stream of clips."""
+        return (self.step * self.micros_per_step + self.micro) * self.micro_batch
+
+    def generator(self, seed: int, stream: str = "batch") -> torch.Generator:
+        """A CPU generator owned by this slot: crops, masks, noise... drawn from it repeat on resume."""
+        return torch.Generator().manual_seed(seed_for(seed, stream, self.step, self.micro))
+
+
+def seed_for(*keys) -> int:
+    """A 63-bit seed derived from any tuple of ints/strings (stable across runs, processes and machines)."""
+    digest = hashlib.blake2b(repr(keys).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+class BatchSource(Protocol):
+    samples_per_epoch: int  # clips in one pass over the corpus
+
+    def get(self, slot: Slot) -> dict[str, Tensor]: ...
+
+
+@dataclass
+class Recipe:
+    method: str  # names the runs folder: <runs root>/<method>/<run name>
+    config: Any  # frozen dataclass with a `train: TrainConfig` field; saved in full in every checkpoint
+    model: nn.Module
+    data: BatchSource
+    export: Callable[[nn.Module], dict]
+    after_step: Callable[[nn.Module, int, int], dict[str, float]] | None = None
+    param_groups: Callable[[nn.Module, float], list[dict]] | None = None
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    step: int
+    total_steps: int
+    log: Path
+    plot: Path | None
+    wall_s: float
+
+
+class TrainingDiverged(ConfigError):
+    pass
+
+
+NO_DECAY_NAMES = ("cls_token", "mask_token", "pos_embed")
+
+
+def default_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """timm's split: weight decay on matrices only, not on biases, norms and learned tokens."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 or name.endswith(NO_DECAY_NAMES) else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _batches(source: BatchSource, slots: Iterator[Slot], prefetch: bool) -> Iterator[dict[str, Tensor]]:
+    """Micro-batches in slot order, the next one prepared in a background thread while this one trains."""
+    if not prefetch:
+        for slot in slots:
+            yield source.get(slot)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="batch-prefetch") as pool:
+        nxt = next(slots, None)
+        pending = pool.submit(source.get, nxt) if nxt is not None else None
+        while pending is not None:
+            batch = pending.result()
+            nxt = next(slots, None)
+            pending = pool.submit(source.get, nxt) if nxt is not None else None
+            yield batch
+
+
+def train(recipe: Recipe, out_dir: str | Path, env: DistEnv, device: torch.device, resume: bool = False) -> TrainResult:
+    """Run (or continue, with `resume`) the recipe until `train.steps`/`epochs` or `train.stop_after`."""
+    cfg: TrainConfig = recipe.config.train
+    out_dir = Path(out_dir)
+    ckpt_path = out_dir / CHECKPOINT_NAME
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed + env.rank)  # the global RNG, for anything outside the seeded data path
+    micro, accum = accumulation_steps(cfg.batch_size, cfg.micro_batch, env.world_size)
+    length = run_length(cfg, recipe.data.samples_per_epoch)
+    total = length.total_steps
+    stop = min(total, cfg.stop_after) if cfg.stop_after else total
+
+    model = recipe.model.to(device)
+    groups = (recipe.param_groups or default_param_groups)(model, cfg.weight_decay)
+    params = [p for g in groups for p in g["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.peak_lr, betas=cfg.betas)
+    start, wall_before = 0, 0.0
+    if resume:
+        state = load_checkpoint(ckpt_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        restore_rng(state["rng"])
+        start, wall_before = int(state["step"]), float(state.get("wall_s", 0.0))
+    ddp_model = wrap(model, env, device)
+
+    log = RunLog(out_dir, env.is_main, resume_step=start if resume else None, tensorboard=cfg.tensorboard)
+    micros = accum * env.world_size
+    slots = (
+        Slot(step, a * env.world_size + env.rank, micro, micros) for step in range(start, stop) for a in range(accum)
+    )
+    batches = _batches(recipe.data, slots, cfg.prefetch)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    bar = _progress(total, start, enabled=env.is_main and cfg.progress, desc=f"{recipe.method} {out_dir.name}")
+
+    def checkpoint(done: int, wall: float) -> None:
+        if env.is_main:
+            save_checkpoint(ckpt_path, {
+                **recipe.export(model),
+                "method": recipe.method,
+                "config": to_dict(recipe.config),
+                "step": done,
+                "total_steps": total,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": {"name": "warmup_cosine", "peak_lr": cfg.peak_lr, "min_lr": cfg.min_lr,
+                              "warmup_steps": length.warmup_steps, "total_steps": total},
+                "rng": rng_state(),
+                "data": {"samples_seen": done * cfg.batch_size, "epoch": done / length.steps_per_epoch,
+                         "micro_batch": micro, "accumulation": accum},
+                "world_size": env.world_size,
+                "wall_s": wall,
+            })
+        barrier(env)
+
+    model.train()
+    sums: dict[str, Tensor] = {}
+    window_s, window_steps, train_s = 0.0, 0, 0.0
+    done = start
+    try:
+        for step in range(start, stop):
+            t0 = time.perf_counter()
+            lr = warmup_cosine_lr(step, total, length.warmup_steps, cfg.peak_lr, cfg.min_lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            for a in range(accum):
+                batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+                with no_sync(ddp_model, a < accum - 1), autocast:
+                    loss, stats = ddp_model(batch)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"loss is {loss.item()} at step {step}; lower train.base_lr, raise train.warmup_*, "
+                        f"or use train.precision=fp32 (resume from {ckpt_path} keeps the finished steps)"
+                    )
+                (loss / accum).backward()
+                for k, v in {"loss": loss, **stats}.items():
+                    sums[k] = sums.get(k, 0.0) + v.detach().float() / accum
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad) if cfg.clip_grad > 0 else None
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            extra = recipe.after_step(model, step, total) if recipe.after_step else {}
+            done = step + 1
+            window_steps += 1
+
+            if done % cfg.log_every == 0 or done == stop:
+                names = sorted(sums)
+                means = all_reduce_mean(torch.stack([sums[k] for k in names]) / window_steps, env).tolist()
+                window_s += time.perf_counter() - t0
+                record = {"step": done, "epoch": round(done / length.steps_per_epoch, 4), **dict(zip(names, means)),
+                          "lr": lr, **extra}
+                if grad_norm is not None:
+                    record["grad_norm"] = float(grad_norm)
+                record["sec_per_step"] = window_s / window_steps
+                record["clips_per_s"] = window_steps * cfg.batch_size / window_s
+                record["wall_s"] = round(wall_before + train_s + window_s, 2)
+                log.write(record)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
+                train_s += window_s
+                sums, window_s, window_steps = {}, 0.0, 0
+            else:
+                window_s += time.perf_counter() - t0
+            bar.update(1)
+            if done % cfg.checkpoint_every == 0 or done == stop:
+                checkpoint(done, wall_before + train_s + window_s)
+    finally:
+        batches.close()
+        bar.close()
+        log.close()
+
+    plot = None
+    if env.is_main:
+        plot = plot_loss(read_log(log.path), out_dir / "loss.png", title=f"{recipe.method} {out_dir.name}")
+    return TrainResult(ckpt_path, done, total, log.path, plot, wall_before + train_s + window_s)
+
+
+def _progress(total: int, initial: int, enabled: bool, desc: str):
+    from tqdm import tqdm
+
+    # mininterval keeps a redirected log (nohup) from filling with carriage returns
+    return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, unit="step", mininterval=10.0,
+                dynamic_ncols=True, smoothing=0.05)
