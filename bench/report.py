@@ -41,7 +41,7 @@ class Claim:
     protocol: str
     paper: str
     measured: str
-    holds: bool | None  # None: not measured
+    holds: bool | None  # None: a tie or undefined (no difference to judge)
 
 
 def _score(df: pd.DataFrame, upstream: str, task: str, protocol: str):
@@ -58,13 +58,15 @@ def claims_table(df: pd.DataFrame) -> list[Claim]:
         if a is not None and b is not None:
             better = a.score > b.score if a.higher_is_better else a.score < b.score
             out.append(Claim("M2D beats no pretraining (random)", task, protocol, "M2D > random",
-                             f"m2d {fmt_score(a.metric, a.score)} vs random {fmt_score(b.metric, b.score)}", bool(better)))
+                             f"m2d {fmt_score(a.metric, a.score)} vs random {fmt_score(b.metric, b.score)}",
+                             None if a.score == b.score else bool(better)))
     for protocol in sorted(df[df.task == "icbhi"].protocol.unique()):
         a, b = _score(df, "m2dx", "icbhi", protocol), _score(df, "m2d", "icbhi", protocol)
         if a is not None and b is not None:
             out.append(Claim("M2D-X with background noise beats M2D on respiratory sounds", "icbhi", protocol,
                              f"{PAPER_CLAIMS['icbhi']['m2dx']} vs {PAPER_CLAIMS['icbhi']['m2d']}",
-                             f"m2dx {a.score:.2f} vs m2d {b.score:.2f}", bool(a.score > b.score)))
+                             f"m2dx {a.score:.2f} vs m2d {b.score:.2f}",
+                             None if a.score == b.score else bool(a.score > b.score)))
     for task, paper_rel in PAPER_CLAIMS["score_relative"].items():
         for protocol in sorted(df[df.task == task].protocol.unique()):
             a, b = _score(df, "score", task, protocol), _score(df, "m2d", task, protocol)
@@ -74,7 +76,8 @@ def claims_table(df: pd.DataFrame) -> list[Claim]:
             out.append(Claim("SCORE improves content tasks over its base", task, protocol,
                              f"+{paper_rel:.2f} % relative (HuBERT base)",
                              f"{rel:+.2f} % relative (score {fmt_score(a.metric, a.score)} vs m2d "
-                             f"{fmt_score(b.metric, b.score)} {a.metric})", bool(rel > 0)))
+                             f"{fmt_score(b.metric, b.score)} {a.metric})",
+                             None if (rel != rel or rel == 0) else bool(rel > 0)))
     return out
 
 
@@ -101,7 +104,7 @@ def leaderboard_markdown(df: pd.DataFrame) -> str:
 
 def render_report(df: pd.DataFrame, meta: dict) -> str:
     claims = claims_table(df)
-    verdict = {True: "yes", False: "**no**", None: "not measured"}
+    verdict = {True: "yes", False: "**no**", None: "tie / undefined"}
     lines = [
         "# Reproduction report",
         "",

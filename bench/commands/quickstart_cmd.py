@@ -1,0 +1,49 @@
+"""`bench quickstart`: a first real leaderboard on the mini-benchmark in minutes (no pretraining)."""
+
+from __future__ import annotations
+
+import sys
+
+
+def invoked_command(name: str) -> str:
+    """The command line as typed when `bench NAME` was run from a shell, else a description of it."""
+    import shlex
+
+    args = sys.argv[1:]
+    return "bench " + " ".join(shlex.quote(a) for a in args) if name in args[:1] else f"bench {name} (called from Python)"
+
+
+def add_common(p) -> None:
+    p.add_argument("--data-root", default=None, help="mini-benchmark root (default $BENCH_DATA or the user cache)")
+    p.add_argument("--cache-root", default=None, help="embedding cache (default $BENCH_CACHE or the user cache)")
+    p.add_argument("--upstreams", nargs="+", default=None, metavar="NAME", help="only these upstreams")
+    p.add_argument("--tasks", nargs="+", default=None, metavar="TASK", help="only these tasks")
+    p.add_argument("--protocols", nargs="+", default=None, metavar="PROTOCOL", help="only these protocols")
+    p.add_argument("--dry-run", action="store_true", help="list the stages and whether they are done, run nothing")
+    p.add_argument("--progress", action="store_true", help="show progress bars")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "quickstart", help="baselines (and any finished pretraining runs) on the mini clip tasks -> a leaderboard",
+        description="Build the mini ESC-50, Speech Commands and ICBHI, evaluate fbank and random (plus m2d, m2dx and "
+        "score when a finished pretraining run of theirs exists) with the linear and weighted protocols, and write "
+        "the leaderboard, plots and a report under --out. `bench reproduce` is the full study.")
+    p.add_argument("--out", default="results/quickstart", help="results directory (default results/quickstart)")
+    add_common(p)
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    from bench.reproduce import PRETRAINED, UPSTREAMS, reproduce
+    from upstreams.runs import run_checkpoints
+
+    ups = tuple(args.upstreams) if args.upstreams else tuple(
+        u for u in UPSTREAMS if u not in PRETRAINED or run_checkpoints(u))
+    written = reproduce(
+        profile="mini", out=args.out, data_root=args.data_root, cache_root=args.cache_root, upstreams=ups,
+        tasks=tuple(args.tasks) if args.tasks else None, protocols=tuple(args.protocols) if args.protocols else None,
+        dry_run=args.dry_run, progress=args.progress, quick=True, command=invoked_command('quickstart'), log=lambda m: print(m, file=sys.stderr, flush=True))
+    for name, path in written.items():
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,478 @@
+"""`bench reproduce`: the whole study as a list of stages, each skipped when its outputs are current.
+
+Stages run in order: build the data; pretrain `m2d`; further-pretrain `m2dx` on the respiratory
+corpus with background noise (initialised from `m2d`); SCORE-tune `m2d`; evaluate every upstream on
+every task; then render the leaderboard, per-task tables, plots and the claims report.
+
+Resuming (the hear-eval-kit idea of done-markers, with hashes): every finished stage writes
+`<out>/stages/<stage>.json` holding its *key* - a sha256 of everything that determines its outputs
+(its parameters, the data manifests, the sha256 of the checkpoints it reads) - and its outputs. On
+the next run a stage is skipped when its marker's key equals the newly computed key and its output
+files still exist (checkpoints are re-hashed). A pretraining stage interrupted mid-run resumes from
+its last checkpoint. Source-code changes do not invalidate stages by themselves: pass `--force`
+with stage names (or `all`) to redo them.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from upstreams.fileio import atomic_write_json, atomic_write_text, sha256_file
+
+from .errors import UserError
+
+__all__ = ["Stage", "EVALUATIONS", "plan", "Reproduction", "reproduce"]
+
+UPSTREAMS = ("fbank", "random", "m2d", "m2dx", "score")
+PRETRAINED = ("m2d", "m2dx", "score")  # upstreams whose checkpoint comes from a pretraining stage
+DATASETS = ("librispeech", "quesst14", "speech_commands", "esc50", "icbhi", "pretrain")
+TASK_DATASET = {"asr": "librispeech", "pr": "librispeech", "qbe": "quesst14", "esc50": "esc50",
+                "speech_commands": "speech_commands", "icbhi": "icbhi"}
+
+# (task, protocol, options) in the order they run: frozen SUPERB/HEAR protocols first, fine-tuning last.
+# Fine-tuning on CPU is the expensive part, so on the mini-benchmark it uses one learning rate (and
+# ESC-50 one fold); the records say so.
+EVALUATIONS: dict[str, list[tuple[str, str, dict]]] = {
+    "mini": [
+        ("esc50", "weighted", {}), ("speech_commands", "weighted", {}), ("icbhi", "weighted", {}),
+        ("qbe", "dtw", {}),
+        ("esc50", "linear", {}), ("speech_commands", "linear", {}), ("icbhi", "linear", {}),
+        ("pr", "weighted", {}), ("asr", "weighted", {}),
+        ("icbhi", "finetune", {"lrs": [3e-3]}), ("esc50", "finetune", {"lrs": [3e-3], "folds": ["fold1"]}),
+    ],
+    # `bench quickstart`: the clip tasks on mini, frozen, no pretraining stage
+    "quick": [
+        ("esc50", "weighted", {}), ("speech_commands", "weighted", {}), ("icbhi", "weighted", {}),
+        ("esc50", "linear", {}), ("speech_commands", "linear", {}), ("icbhi", "linear", {}),
+    ],
+    "tiny": [
+        ("esc50", "weighted", {"folds": ["fold1"]}), ("speech_commands", "weighted", {}), ("icbhi", "weighted", {}),
+        ("qbe", "dtw", {}), ("icbhi", "linear", {"lrs": [1e-3]}),
+        ("pr", "weighted", {"lrs": [1e-2]}), ("asr", "weighted", {"lrs": [1e-3]}),
+        ("icbhi", "finetune", {"lrs": [3e-3]}), ("esc50", "finetune", {"lrs": [3e-3], "folds": ["fold1"]}),
+    ],
+}
+NO_FINETUNE = {"fbank"}  # nothing to fine-tune in a fixed filterbank
+# `random` must have the architecture the pretrained models have, or "M2D beats no pretraining" compares sizes
+UPSTREAM_OPTIONS = {"tiny": {"random": {"arch": "tiny"}}, "mini": {}}
+
+PRETRAIN_PRESETS = {"mini": {"m2d": "mini", "m2dx": "mini_respiratory", "score": "mini"},
+                    "tiny": {"m2d": "tiny", "m2dx": "tiny", "score": "tiny"}}
+# Tiny presets are sized for the test-suite; the reproduction test still needs them short.
+PRETRAIN_OVERRIDES = {"mini": {}, "tiny": {"m2d": {"train": {"steps": 12}}, "m2dx": {"train": {"steps": 6}},
+                                           "score": {"train": {"steps": 6}}}}
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    kind: str  # data | pretrain | eval
+    params: dict = field(default_factory=dict)
+    needs: tuple[str, ...] = ()
+
+
+def plan(profile: str = "mini", upstreams: tuple[str, ...] = UPSTREAMS, tasks: tuple[str, ...] | None = None,
+         protocols: tuple[str, ...] | None = None, quick: bool = False) -> list[Stage]:
+    """The stages of a reproduction on `profile`, restricted to some upstreams/tasks/protocols if asked.
+
+    `quick` (bench quickstart) evaluates on the clip tasks only and never pretrains: pretrained
+    upstreams are used when a finished run of theirs exists (`upstreams.runs`), else left out.
+    """
+    if profile not in ("tiny", "mini"):
+        raise UserError(f"--profile {profile}: bench reproduce runs on tiny or mini")
+    unknown = [u for u in upstreams if u not in UPSTREAMS]
+    if unknown:
+        raise UserError(f"--upstreams: unknown {', '.join(unknown)}; choose from {', '.join(UPSTREAMS)}")
+    if tasks is not None:
+        bad = [t for t in tasks if t not in TASK_DATASET]
+        if bad:
+            raise UserError(f"--tasks: unknown {', '.join(bad)}; choose from {', '.join(TASK_DATASET)}")
+    wanted = set(upstreams)
+    if quick:
+        evaluations = EVALUATIONS["quick"]
+        datasets = sorted({TASK_DATASET[t] for t, _, _ in evaluations})
+        return [Stage("data", "data", {"profile": profile, "datasets": datasets})] + _eval_stages(
+            evaluations, profile, [u for u in UPSTREAMS if u in wanted], tasks, protocols, pretrained=())
+    stages = [Stage("data", "data", {"profile": profile, "datasets": list(DATASETS)})]
+    presets, overrides = PRETRAIN_PRESETS[profile], PRETRAIN_OVERRIDES[profile]
+    if wanted & {"m2d", "m2dx", "score"}:  # m2dx and score start from m2d
+        stages.append(Stage("pretrain-m2d", "pretrain", {"method": "m2d", "preset": presets["m2d"],
+                                                          "overrides": overrides.get("m2d", {})}, ("data",)))
+    if "m2dx" in wanted:
+        stages.append(Stage("pretrain-m2dx", "pretrain", {"method": "m2dx", "preset": presets["m2dx"],
+                                                           "overrides": overrides.get("m2dx", {}), "init": "m2d"},
+                            ("data", "pretrain-m2d")))
+    if "score" in wanted:
+        stages.append(Stage("pretrain-score", "pretrain", {"method": "score", "preset": presets["score"],
+                                                            "overrides": overrides.get("score", {}), "base": "m2d"},
+                            ("data", "pretrain-m2d")))
+    return stages + _eval_stages(EVALUATIONS[profile], profile, [u for u in UPSTREAMS if u in wanted], tasks,
+                                 protocols, pretrained=PRETRAINED)
+
+
+def _eval_stages(evaluations, profile: str, ups: list[str], tasks, protocols, pretrained) -> list[Stage]:
+    stages = []
+    for task, protocol, options in evaluations:
+        if (tasks is not None and task not in tasks) or (protocols is not None and protocol not in protocols):
+            continue
+        for up in ups:
+            if protocol == "finetune" and up in NO_FINETUNE:
+                continue
+            needs = ("data",) + ((f"pretrain-{up}",) if up in pretrained else ())
+            params = {"upstream": up, "task": task, "protocol": protocol, "profile": profile, **options}
+            if UPSTREAM_OPTIONS[profile].get(up):
+                params["upstream_options"] = UPSTREAM_OPTIONS[profile][up]
+            stages.append(Stage(f"eval-{up}-{task}-{protocol}", "eval", params, needs))
+    return stages
+
+
+def _key(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# Config fields that do not change what a pretraining run learns (runtime, logging, paths whose
+# contents are covered by the data stage's manifests or by checkpoint hashes).
+_RUNTIME_FIELDS = {("train", k) for k in ("device", "progress", "tensorboard", "prefetch", "checkpoint_every",
+                                           "log_every", "stop_after", "threads")}
+_RUNTIME_FIELDS |= {("data", "cache_dir"), ("data", "norm_stats")}
+_CHECKPOINT_FIELDS = ("init", "base_ckpt")
+_INDEX_FIELDS = (("data", "index"), ("noise", "index"))  # corpus lists: compared by contents, not by path
+
+
+def comparable_config(cfg: dict) -> dict:
+    """A run config with runtime fields dropped and checkpoint paths replaced by their contents' sha256."""
+    cfg = copy.deepcopy(cfg)
+    for section, key in _RUNTIME_FIELDS:
+        if isinstance(cfg.get(section), dict):
+            cfg[section].pop(key, None)
+    for key in _CHECKPOINT_FIELDS:
+        if cfg.get(key):
+            cfg[key] = _content_id(cfg[key])
+    for section, key in _INDEX_FIELDS:
+        if isinstance(cfg.get(section), dict) and cfg[section].get(key):
+            cfg[section][key] = _content_id(cfg[section][key])
+    return cfg
+
+
+def _content_id(path: str) -> str:
+    p = Path(path).expanduser()
+    return "sha256:" + sha256_file(p) if p.is_file() else f"missing:{path}"
+
+
+def _explicit_indexes(cfg: dict) -> dict:
+    """Overrides naming the corpus index files a config would use by default (so they can be compared)."""
+    from upstreams.training.corpus import default_index
+
+    data = cfg.get("data", {})
+    out: dict = {}
+    if "index" in data and not data["index"]:
+        out["data"] = {"index": str(default_index(data.get("corpus", "general"), data.get("profile", "mini")))}
+    if isinstance(cfg.get("noise"), dict) and "index" in cfg["noise"] and not cfg["noise"]["index"]:
+        out["noise"] = {"index": str(default_index("noise", data.get("profile", "mini")))}
+    return out
+
+
+@dataclass
+class StageResult:
+    name: str
+    status: str  # done | skipped | failed
+    seconds: float
+    outputs: dict
+    note: str = ""
+
+
+class Reproduction:
+    """Runs a plan under `out` (results) and `runs` (pretraining checkpoints), with done-markers."""
+
+    def __init__(self, out: str | Path, profile: str, runs: str | Path | None = None, data_root: str | None = None,
+                 cache_root: str | None = None, force: tuple[str, ...] = (), log: Callable[[str], None] = print,
+                 progress: bool = False):
+        from upstreams.runs import runs_root
+
+        self.out = Path(out).expanduser().resolve()
+        self.profile = profile
+        self.runs = Path(runs).expanduser().resolve() if runs else runs_root()
+        self.data_root = data_root
+        self.cache_root = cache_root
+        self.force = set(force)
+        self.log = log
+        self.progress = progress
+        self.results: dict[str, StageResult] = {}
+
+    # -- markers -------------------------------------------------------------------------------
+    def marker_path(self, stage: Stage) -> Path:
+        return self.out / "stages" / f"{stage.name}.json"
+
+    def read_marker(self, stage: Stage) -> dict | None:
+        p = self.marker_path(stage)
+        try:
+            return json.loads(p.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def stage_key(self, stage: Stage) -> str:
+        inputs = {n: self.results[n].outputs.get("identity") for n in stage.needs}
+        return _key({"stage": stage.name, "params": stage.params, "inputs": inputs})
+
+    def _outputs_intact(self, outputs: dict) -> bool:
+        ckpt = outputs.get("checkpoint")
+        if ckpt and (not Path(ckpt).is_file() or sha256_file(ckpt) != outputs.get("checkpoint_sha256")):
+            return False
+        rec = outputs.get("record")
+        return not rec or (self.out / rec).is_file()
+
+    # -- running -------------------------------------------------------------------------------
+    def run(self, stages: list[Stage]) -> list[StageResult]:
+        names = {s.name for s in stages}
+        unknown = self.force - names - {"all"}
+        if unknown:
+            raise UserError(f"--force: no stage named {', '.join(sorted(unknown))}; stages: {', '.join(s.name for s in stages)}")
+        for stage in stages:
+            missing = [n for n in stage.needs if n not in self.results or self.results[n].status == "failed"]
+            if missing:
+                self.results[stage.name] = StageResult(stage.name, "failed", 0.0, {}, f"needs {', '.join(missing)}")
+                self.log(f"[reproduce] {stage.name}: not run (needs {', '.join(missing)})")
+                continue
+            key = self.stage_key(stage)
+            marker = self.read_marker(stage)
+            forced = "all" in self.force or stage.name in self.force
+            if (not forced and marker and marker.get("key") == key and stage.kind != "data"
+                    and self._outputs_intact(marker.get("outputs", {}))):
+                self.results[stage.name] = StageResult(stage.name, "skipped", float(marker.get("seconds", 0.0)),
+                                                       marker["outputs"], marker.get("note", ""))
+                self.log(f"[reproduce] {stage.name}: up to date, skipped")
+                continue
+            self.log(f"[reproduce] {stage.name}: running")
+            t0 = time.perf_counter()
+            try:
+                outputs, note = getattr(self, f"_run_{stage.kind}")(stage, forced)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:  # one failed evaluation must not lose the others; the report lists it
+                if stage.kind != "eval":
+                    raise
+                self.results[stage.name] = StageResult(stage.name, "failed", time.perf_counter() - t0, {},
+                                                       f"{type(exc).__name__}: {exc}")
+                self.log(f"[reproduce] {stage.name}: FAILED ({type(exc).__name__}: {exc})")
+                continue
+            seconds = outputs.pop("seconds", None) or (time.perf_counter() - t0)
+            res = StageResult(stage.name, "done", seconds, outputs, note)
+            self.results[stage.name] = res
+            atomic_write_json(self.marker_path(stage), {"stage": stage.name, "key": key, "params": stage.params,
+                                                        "outputs": outputs, "seconds": round(seconds, 2),
+                                                        "note": note, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            self.log(f"[reproduce] {stage.name}: done in {seconds:.0f} s" + (f" ({note})" if note else ""))
+        return [self.results[s.name] for s in stages]
+
+    def _run_data(self, stage: Stage, forced: bool) -> tuple[dict, str]:
+        """Always consulted: the builders themselves skip datasets whose manifests are current."""
+        from tasks.data import build, manifest_hash
+
+        t0 = time.perf_counter()
+        built = build(self.profile, root=self.data_root, only=stage.params["datasets"], force=False,
+                      log=lambda m: self.log(m))
+        manifests = {name: manifest_hash(path) for name, path in sorted(built.items())}
+        marker = self.read_marker(stage)
+        seconds = time.perf_counter() - t0
+        if marker and marker.get("outputs", {}).get("manifests") == manifests:
+            seconds = float(marker.get("seconds", seconds))  # the original build time, not the check
+        return {"manifests": manifests, "identity": _key(manifests), "seconds": seconds}, ""
+
+    def _checkpoint_of(self, name: str) -> str:
+        return self.results[f"pretrain-{name}"].outputs["checkpoint"]
+
+    def _run_pretrain(self, stage: Stage, forced: bool) -> tuple[dict, str]:
+        before = os.environ.get("BENCH_DATA")
+        if self.data_root:  # the pretraining code finds its corpora through $BENCH_DATA
+            os.environ["BENCH_DATA"] = str(Path(self.data_root).expanduser().resolve())
+        try:
+            return self._pretrain(stage, forced)
+        finally:
+            if self.data_root:
+                if before is None:
+                    os.environ.pop("BENCH_DATA", None)
+                else:
+                    os.environ["BENCH_DATA"] = before
+
+    def _pretrain(self, stage: Stage, forced: bool) -> tuple[dict, str]:
+        from upstreams.training.checkpoint import load_checkpoint
+        from upstreams.training.config import merge, to_dict
+        from upstreams.training.run import CHECKPOINT_NAME, get_method, pretrain, resolve_config
+
+        p = stage.params
+        method = get_method(p["method"])
+        extra: dict = {}
+        if p.get("init"):
+            extra["init"] = self._checkpoint_of(p["init"])
+        if p.get("base"):
+            extra.update(base=p["base"], base_ckpt=self._checkpoint_of(p["base"]), base_options=[])
+        overrides = merge(p.get("overrides", {}), extra)
+        cfg, _ = resolve_config(method, p["preset"], overrides)
+        overrides = merge(overrides, _explicit_indexes(to_dict(cfg)))
+        cfg, _ = resolve_config(method, p["preset"], overrides)
+        planned = comparable_config(to_dict(cfg))
+        out_dir = self.runs / p["method"] / f"reproduce-{self.profile}"  # found by `bench run --upstream NAME`
+        ckpt = out_dir / CHECKPOINT_NAME
+        note = ""
+        resume = False
+        if ckpt.exists() and not forced:
+            saved = load_checkpoint(ckpt)
+            same = saved.get("method") == method.name and comparable_config(saved.get("config", {})) == planned
+            if not same:
+                raise UserError(f"{out_dir} holds a {saved.get('method')} run with a different config than this "
+                                f"reproduction plans; move it away or pass --force {stage.name}")
+            done, total = int(saved["step"]), int(saved["total_steps"])
+            resume = done < total
+            note = f"resumed at step {done}/{total}" if resume else "adopted a finished run with the planned config"
+            del saved
+        elif ckpt.exists():
+            stale = out_dir.with_name(f"{out_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+            out_dir.rename(stale)
+            self.log(f"[reproduce] {stage.name}: --force: previous run moved to {stale}")
+        if not ckpt.exists() or resume:
+            runtime = {"train": {"progress": self.progress}}
+            pretrain(method.name, config=None if resume else p["preset"], out=str(out_dir), resume=resume,
+                     overrides=runtime if resume else merge(overrides, runtime),
+                     log=lambda m: self.log(f"[{stage.name}] {m}"))
+        saved = load_checkpoint(ckpt)
+        log_tail = _last_log_line(out_dir / "log.jsonl")
+        sha = sha256_file(ckpt)
+        outputs = {"checkpoint": str(ckpt), "checkpoint_sha256": sha, "identity": sha,
+                   "step": int(saved["step"]), "total_steps": int(saved["total_steps"]),
+                   "final_loss": log_tail.get("loss"), "seconds": float(saved.get("wall_s", 0.0))}
+        return outputs, note
+
+    def _run_eval(self, stage: Stage, forced: bool) -> tuple[dict, str]:
+        from .run import RunRequest, run
+
+        p = stage.params
+        up = p["upstream"]
+        req = RunRequest(upstream=up, task=p["task"], protocol=p["protocol"],
+                         ckpt=self._checkpoint_of(up) if f"pretrain-{up}" in self.results else None,
+                         upstream_options=dict(p.get("upstream_options", {})),
+                         profile=self.profile, data_root=self.data_root, results=str(self.out),
+                         lrs=p.get("lrs"), folds=p.get("folds"), cache_root=self.cache_root, progress=self.progress)
+        record, path = run(req, log=lambda m: self.log(f"[{stage.name}] {m}"))
+        outputs = {"record": str(Path(path).relative_to(self.out)), "score": record.score, "metric": record.metric,
+                   "checkpoint_sha256": None, "identity": _key([record.score, record.metric]),
+                   "seconds": record.wall_time_s}
+        if up in PRETRAINED and f"pretrain-{up}" not in self.results:  # quickstart: the latest finished run
+            outputs["upstream_checkpoint"] = record.checkpoint
+        return outputs, ""
+
+
+def _last_log_line(path: Path) -> dict:
+    try:
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+        return json.loads(lines[-1]) if lines else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _fmt_seconds(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600} h {s % 3600 // 60:02d} min {s % 60:02d} s" if s >= 3600 else f"{s // 60} min {s % 60:02d} s"
+
+
+def render(rep: Reproduction, stages: list[Stage], command: str, invocation_seconds: float) -> dict[str, Path]:
+    """Leaderboard CSV, per-task CSVs, heatmap, per-task bars and the report, from this run's records."""
+    import pandas as pd
+
+    from .leaderboard import leaderboard, write_csv
+    from .plots import heatmap, task_bars
+    from .records import git_commit
+    from .report import render_report
+
+    out = rep.out
+    # only the records this reproduction's stages point at (re-runs leave older records behind)
+    wanted = {(out / r.outputs["record"]).resolve() for r in rep.results.values() if r.outputs.get("record")}
+    df = leaderboard(out)
+    if not df.empty:
+        df = df[[Path(p).resolve() in wanted for p in df["record"]]].reset_index(drop=True)
+    written: dict[str, Path] = {}
+    if df.empty:
+        raise UserError(f"no evaluation finished under {out}; see the stage log above")
+    df = df.assign(record=[str(Path(p).resolve().relative_to(out)) for p in df["record"]])
+    written["leaderboard.csv"] = write_csv(df, out / "leaderboard.csv")
+    written["leaderboard.png"] = heatmap(df, out / "leaderboard.png", title=f"bench reproduce ({rep.profile})")
+    for task, sub in df.groupby("task"):
+        written[f"tasks/{task}.csv"] = write_csv(sub, out / "tasks" / f"{task}.csv")
+        written[f"plots/{task}.png"] = task_bars(df, task, out / "plots" / f"{task}.png")
+    results = [rep.results[s.name] for s in stages if s.name in rep.results]
+    total = sum(r.seconds for r in results)
+    meta = {
+        "command": command,
+        "git_commit": git_commit(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {_device_name()}, Python {platform.python_version()}",
+        "wall_time": f"{_fmt_seconds(total)} summed over stages (this invocation: {_fmt_seconds(invocation_seconds)})",
+        "profile": rep.profile,
+        "manifests": ", ".join(f"{k} {v[:12]}" for k, v in
+                               rep.results.get("data", StageResult("data", "", 0, {})).outputs.get("manifests", {}).items()),
+        "stages": [{"name": r.name, "status": r.status, "seconds": r.seconds, "note": _stage_note(r)} for r in results],
+        "notes": _notes(rep),
+    }
+    written["report.md"] = Path(atomic_write_text(out / "report.md", render_report(df, meta)))
+    pd.DataFrame([{"stage": r.name, "status": r.status, "seconds": round(r.seconds, 1), "note": _stage_note(r)}
+                  for r in results]).to_csv(out / "stages.csv", index=False)
+    written["stages.csv"] = out / "stages.csv"
+    return written
+
+
+def _stage_note(r: StageResult) -> str:
+    parts = [r.note] if r.note else []
+    o = r.outputs
+    if "step" in o:
+        parts.append(f"{o['step']}/{o['total_steps']} steps, final loss {o.get('final_loss'):.4f}"
+                     if o.get("final_loss") is not None else f"{o['step']}/{o['total_steps']} steps")
+    if "score" in o:
+        parts.append(f"{o['metric']} {o['score']:.4g}")
+    return "; ".join(parts)
+
+
+def _notes(rep: Reproduction) -> list[str]:
+    notes = [
+        "Pretraining and evaluation ran on CPU; times are wall-clock seconds of each stage when it ran "
+        "(a stage skipped on a later invocation keeps the time of the run that produced it).",
+        "Fine-tuning (`finetune`) on the mini-benchmark uses one learning rate (3e-3 for the head, x0.1 for the "
+        "upstream) and, for ESC-50, fold 1 only, to fit the CPU budget; frozen protocols sweep the default grid "
+        "and ESC-50 frozen scores are the mean over its 5 folds (error bars: std over folds).",
+        "`fbank` has no weights, so it has no fine-tuning row.",
+    ]
+    failed = [r for r in rep.results.values() if r.status == "failed"]
+    notes += [f"Stage {r.name} failed: {r.note}" for r in failed]
+    return notes
+
+
+def _device_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+
+
+def reproduce(profile: str = "mini", out: str | Path | None = None, runs: str | None = None,
+              data_root: str | None = None, cache_root: str | None = None,
+              upstreams: tuple[str, ...] = UPSTREAMS, tasks: tuple[str, ...] | None = None,
+              protocols: tuple[str, ...] | None = None, force: tuple[str, ...] = (), dry_run: bool = False,
+              progress: bool = False, quick: bool = False, command: str | None = None,
+              log: Callable[[str], None] = print) -> dict[str, Path]:
+    stages = plan(profile, upstreams, tasks, protocols, quick=quick)
+    rep = Reproduction(out or Path("results") / profile, profile, runs, data_root, cache_root, force, log, progress)
+    if dry_run:
+        for s in stages:
+            m = rep.read_marker(s)
+            log(f"{s.name:40} {'done ' + m.get('finished', '') if m else 'to run'}")
+        return {}
+    t0 = time.perf_counter()
+    rep.run(stages)
+    command = command or ("bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    return render(rep, stages, command, time.perf_counter() - t0)

@@ -1,0 +1,164 @@
+"""`bench reproduce`: the plan, stage keys, the claims report, and a tiny reproduction end to end
+that is then re-run to show finished stages are skipped and forced ones redone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from bench.reproduce import comparable_config, plan
+from bench.report import claims_table, relative_improvement
+
+
+def test_mini_plan_has_every_stage_in_dependency_order():
+    stages = plan("mini")
+    names = [s.name for s in stages]
+    assert names[:4] == ["data", "pretrain-m2d", "pretrain-m2dx", "pretrain-score"]
+    evals = [s for s in stages if s.kind == "eval"]
+    pairs = {(s.params["task"], s.params["protocol"]) for s in evals}
+    assert {t for t, _ in pairs} == {"asr", "pr", "qbe", "esc50", "speech_commands", "icbhi"}
+    assert {("esc50", "finetune"), ("icbhi", "finetune"), ("qbe", "dtw")} <= pairs
+    assert {s.params["upstream"] for s in evals} == {"fbank", "random", "m2d", "m2dx", "score"}
+    assert not [s for s in evals if s.params["upstream"] == "fbank" and s.params["protocol"] == "finetune"]
+    by_name = {s.name: s for s in stages}
+    assert by_name["pretrain-m2dx"].params["init"] == "m2d" and by_name["pretrain-score"].params["base"] == "m2d"
+    assert by_name["eval-score-pr-weighted"].needs == ("data", "pretrain-score")
+    for s in stages:  # every dependency runs earlier
+        assert all(names.index(n) < names.index(s.name) for n in s.needs)
+
+
+def test_plan_filters_and_quick_plan_never_pretrains():
+    stages = plan("mini", upstreams=("fbank",), tasks=("qbe",))
+    assert [s.name for s in stages] == ["data", "eval-fbank-qbe-dtw"]
+    quick = plan("mini", upstreams=("fbank", "random", "m2d"), quick=True)
+    assert not [s for s in quick if s.kind == "pretrain"]
+    assert {s.params["task"] for s in quick if s.kind == "eval"} == {"esc50", "speech_commands", "icbhi"}
+    assert set(quick[0].params["datasets"]) == {"esc50", "speech_commands", "icbhi"}
+
+
+def test_plan_rejects_unknown_names():
+    from bench.errors import UserError
+
+    with pytest.raises(UserError, match="unknown wav2vec"):
+        plan("mini", upstreams=("wav2vec",))
+    with pytest.raises(UserError, match="unknown sid"):
+        plan("mini", tasks=("sid",))
+
+
+def test_comparable_config_ignores_runtime_and_hashes_checkpoints(tmp_path):
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    torch.save({"w": torch.ones(2)}, a)
+    b.write_bytes(a.read_bytes())  # same contents, other path
+    (tmp_path / "x").mkdir(), (tmp_path / "y").mkdir()
+    (tmp_path / "x" / "index.csv").write_text("path\na.flac\n")
+    (tmp_path / "y" / "index.csv").write_text("path\na.flac\n")
+    cfg = {"train": {"steps": 10, "device": "cpu", "progress": True}, "data": {"index": str(tmp_path / "x/index.csv")},
+           "init": str(a)}
+    other = {"train": {"steps": 10, "device": "cuda", "progress": False},
+             "data": {"index": str(tmp_path / "y/index.csv")}, "init": str(b)}
+    assert comparable_config(cfg) == comparable_config(other)
+    assert comparable_config(cfg) != comparable_config({**other, "train": {"steps": 11}})
+    (tmp_path / "y" / "index.csv").write_text("path\nb.flac\n")  # another corpus
+    assert comparable_config(cfg) != comparable_config(other)
+    (tmp_path / "y" / "index.csv").write_text("path\na.flac\n")
+    torch.save({"w": torch.zeros(2)}, b)  # other weights
+    assert comparable_config(cfg) != comparable_config(other)
+
+
+def _df(rows):
+    return pd.DataFrame(rows, columns=["upstream", "task", "protocol", "metric", "score", "higher_is_better", "std"])
+
+
+def test_claims_compare_by_direction_with_known_values():
+    assert relative_improvement(10.0, 9.0, higher_is_better=False) == pytest.approx(10.0)
+    assert relative_improvement(0.5, 0.55, higher_is_better=True) == pytest.approx(10.0)
+    df = _df([
+        ("m2d", "pr", "weighted", "per", 20.0, False, None), ("score", "pr", "weighted", "per", 19.0, False, None),
+        ("random", "pr", "weighted", "per", 30.0, False, None),
+        ("m2d", "icbhi", "linear", "icbhi_score", 55.0, True, None),
+        ("m2dx", "icbhi", "linear", "icbhi_score", 54.0, True, None),
+        ("m2d", "qbe", "dtw", "mtwv", 0.0, True, None), ("score", "qbe", "dtw", "mtwv", 0.0, True, None),
+    ])
+    claims = {(c.claim.split()[0], c.task): c for c in claims_table(df)}
+    assert claims[("M2D", "pr")].holds is True
+    assert claims[("SCORE", "pr")].holds is True and "+5.00 % relative" in claims[("SCORE", "pr")].measured
+    assert claims[("M2D-X", "icbhi")].holds is False
+    assert claims[("SCORE", "qbe")].holds is None  # 0 vs 0: nothing to judge
+
+
+def _run(args: list[str]) -> int:
+    from bench.cli import main
+
+    return main(["reproduce", *args])
+
+
+@pytest.mark.slow
+def test_tiny_reproduction_end_to_end_then_skips_finished_stages(tiny_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BENCH_RUNS", str(tmp_path / "runs"))
+    out = tmp_path / "results"
+    args = ["--profile", "tiny", "--out", str(out), "--data-root", str(tiny_root),
+            "--cache-root", str(tmp_path / "cache"), "--tasks", "icbhi", "qbe", "pr"]
+    assert _run(args) == 0
+    for artefact in ("leaderboard.csv", "leaderboard.png", "report.md", "stages.csv", "tasks/icbhi.csv",
+                     "tasks/qbe.csv", "tasks/pr.csv", "plots/icbhi.png", "plots/pr.png", "plots/qbe.png"):
+        assert (out / artefact).is_file() and (out / artefact).stat().st_size > 0, artefact
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert list(board.columns[:5]) == ["upstream", "task", "protocol", "metric", "score"]
+    assert set(board.upstream) == {"fbank", "random", "m2d", "m2dx", "score"}
+    assert {"finetune", "weighted", "linear"} <= set(board[board.task == "icbhi"].protocol)
+    report = (out / "report.md").read_text()
+    for text in ("M2D beats no pretraining", "M2D-X with background noise", "SCORE improves content tasks",
+                 "Commit: `", "Total wall time"):
+        assert text in report
+    for method in ("m2d", "m2dx", "score"):
+        ckpt = tmp_path / "runs" / method / "reproduce-tiny" / "checkpoint.pt"
+        assert ckpt.is_file()
+    m2dx_cfg = torch.load(tmp_path / "runs" / "m2dx" / "reproduce-tiny" / "checkpoint.pt", weights_only=True)["config"]
+    assert m2dx_cfg["init"].endswith("m2d/reproduce-tiny/checkpoint.pt") and m2dx_cfg["noise"]["eta"] > 0
+    records = sorted((out / "records").rglob("*.json"))
+    markers = {p.name: json.loads(p.read_text()) for p in (out / "stages").glob("*.json")}
+    capsys.readouterr()
+
+    # second run: nothing is redone, the same records stay in the leaderboard
+    assert _run(args) == 0
+    err = capsys.readouterr().err
+    assert "pretrain-m2d: up to date, skipped" in err and "eval-score-pr-weighted: up to date, skipped" in err
+    assert ": running" not in err.replace("data: running", "")
+    assert sorted((out / "records").rglob("*.json")) == records
+    assert pd.read_csv(out / "leaderboard.csv").equals(board)
+
+    # a forced stage is redone (a new record replaces the old one); the others stay skipped
+    assert _run(args + ["--force", "eval-fbank-qbe-dtw"]) == 0
+    err = capsys.readouterr().err
+    assert "eval-fbank-qbe-dtw: running" in err and "eval-m2d-qbe-dtw: up to date, skipped" in err
+    assert len(list((out / "records").rglob("*.json"))) == len(records) + 1
+    assert json.loads((out / "stages" / "eval-m2d-qbe-dtw.json").read_text()) == markers["eval-m2d-qbe-dtw.json"]
+    assert len(pd.read_csv(out / "leaderboard.csv")) == len(board)
+
+
+def test_unknown_forced_stage_is_a_one_line_error(tmp_path, capsys, monkeypatch, tiny_root):
+    monkeypatch.setenv("BENCH_RUNS", str(tmp_path / "runs"))
+    assert _run(["--profile", "tiny", "--out", str(tmp_path / "r"), "--data-root", str(tiny_root),
+                 "--upstreams", "fbank", "--tasks", "qbe", "--force", "pretrain-m2d"]) == 2
+    assert "--force: no stage named pretrain-m2d" in capsys.readouterr().err
+
+
+def test_dry_run_lists_stages(capsys, tmp_path):
+    assert _run(["--profile", "mini", "--out", str(tmp_path / "r"), "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert "pretrain-m2dx" in err and "eval-score-asr-weighted" in err and "to run" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_report_is_rendered_only_from_this_runs_records(tmp_path):
+    from bench.reproduce import Reproduction, StageResult, Stage, render
+
+    rep = Reproduction(tmp_path, "tiny", runs=tmp_path / "runs")
+    with pytest.raises(Exception, match="no evaluation finished"):
+        render(rep, [Stage("data", "data")], "bench reproduce", 0.0)
+    assert isinstance(StageResult("x", "done", 1.0, {}), StageResult)
+    assert not Path(tmp_path / "report.md").exists()
