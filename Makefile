@@ -17,4 +17,4 @@ quickstart: setup
 	bench quickstart
 
 reproduce: setup
-	bench reproduce --profile mini --out results
+	bench reproduce --profile mini

@@ -25,6 +25,9 @@ import numpy as np
 import soundfile as sf
 import torch
 
+# runnable as `python benchmarks/pretrain_throughput.py` from a checkout, installed or not
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from upstreams.m2d.pretrain import M2D_PRESETS, build_m2d
 from upstreams.training.corpus import default_index
 from upstreams.training.ddp import DistEnv
@@ -46,16 +49,16 @@ def synthetic_corpus(root: Path, n: int = 64, seconds: float = 4.0) -> Path:
     return root / "index.csv"
 
 
-def real_step_seconds(cfg, out: Path, measure: int) -> float:
-    """Seconds per optimiser step of `train`, over the second `measure` steps (the first warm up)."""
+def real_step_seconds(cfg, out: Path, measure: int) -> list[float]:
+    """Seconds of each optimiser step of `train`, over the second `measure` steps (the first warm up)."""
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(
-        cfg.train, steps=2 * measure, warmup_steps=1, log_every=measure, checkpoint_every=10**9, stop_after=0))
+        cfg.train, steps=2 * measure, warmup_steps=1, log_every=1, checkpoint_every=10**9, stop_after=0))
     recipe = build_m2d(cfg, DistEnv(), torch.device("cpu"), log=lambda _m: None)
     train(recipe, out, DistEnv(), torch.device("cpu"))
-    return read_log(out / "log.jsonl")[-1]["sec_per_step"]
+    return [r["sec_per_step"] for r in read_log(out / "log.jsonl") if r["step"] > measure]
 
 
-def bare_step_seconds(cfg, measure: int) -> float:
+def bare_step_seconds(cfg, measure: int) -> list[float]:
     """Same model and optimiser on one in-memory batch: no data pipeline, no logging."""
     recipe = build_m2d(cfg, DistEnv(), torch.device("cpu"), log=lambda _m: None)
     model, t = recipe.model, cfg.train
@@ -75,7 +78,7 @@ def bare_step_seconds(cfg, measure: int) -> float:
         opt.zero_grad(set_to_none=True)
         model.update_target(0.999)
         times.append(time.perf_counter() - t0)
-    return float(np.mean(times[measure:]))
+    return times[measure:]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,35 +102,54 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="pretrain-bench-") as tmp:
         tmp = Path(tmp)
         index = Path(args.index) if args.index else default_index("general", "mini")
+        cache = ""  # a real corpus: its log-mel cache under the data root, built once and reused
         if args.quick or not index.is_file():
             index = synthetic_corpus(tmp / "corpus", n=16 if args.quick else 64)
+            cache = str(tmp / "cache")
         base = M2D_PRESETS[preset]
         train_cfg = dataclasses.replace(base.train, progress=not args.json and not args.quick, threads=args.threads,
                                         batch_size=args.batch_size or base.train.batch_size)
         base = dataclasses.replace(base, train=train_cfg, data=dataclasses.replace(
-            base.data, index=str(index), cache_dir=str(tmp / "cache")))
+            base.data, index=str(index), cache_dir=cache))
         results = {"preset": preset, "index": str(index), "batch_size": train_cfg.batch_size, "measured_steps": measure,
                    "threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "")}
         for precision in args.precisions.split(","):
             cfg = dataclasses.replace(base, train=dataclasses.replace(base.train, precision=precision))
-            real = real_step_seconds(cfg, tmp / f"run-{precision}", measure)
-            bare = bare_step_seconds(cfg, measure)
+            real_steps = real_step_seconds(cfg, tmp / f"run-{precision}", measure)
+            bare_steps = bare_step_seconds(cfg, measure)
+            # medians (and minima) of per-step times: robust to other jobs on a shared machine
+            real, bare = float(np.median(real_steps)), float(np.median(bare_steps))
             results[precision] = {
                 "real_ms_per_step": round(real * 1000, 1), "bare_ms_per_step": round(bare * 1000, 1),
+                "real_min_ms": round(min(real_steps) * 1000, 1), "bare_min_ms": round(min(bare_steps) * 1000, 1),
                 "real_clips_per_s": round(train_cfg.batch_size / real, 1),
                 "bare_clips_per_s": round(train_cfg.batch_size / bare, 1),
                 "overhead_pct": round(100 * (real / bare - 1), 1),
+                "overhead_min_pct": round(100 * (min(real_steps) / min(bare_steps) - 1), 1),
             }
+    if "fp32" in results and "bf16" in results:  # the same run's fp32 is the reference
+        results["bf16_speedup"] = {kind: round(results["fp32"][f"{kind}_ms_per_step"] / results["bf16"][f"{kind}_ms_per_step"], 2)
+                                   for kind in ("real", "bare")}
+        results["bf16_speedup_min"] = {kind: round(results["fp32"][f"{kind}_min_ms"] / results["bf16"][f"{kind}_min_ms"], 2)
+                                       for kind in ("real", "bare")}
     if args.json:
         print(json.dumps(results))
         return 0
     print(f"preset {preset}, batch {results['batch_size']}, {measure} measured steps, {results['threads']} threads "
           f"(OMP_WAIT_POLICY={results['omp_wait_policy'] or 'unset'}), corpus {index}")
-    print(f"{'precision':9} {'real ms/step':>12} {'bare ms/step':>12} {'real clips/s':>12} {'bare clips/s':>12} {'overhead':>9}")
+    print("ms/step: median (min) of the measured steps; overhead = real / bare - 1")
+    print(f"{'precision':9} {'real ms/step':>18} {'bare ms/step':>18} {'real clips/s':>12} {'bare clips/s':>12} "
+          f"{'overhead':>9} {'(min)':>7}")
     for precision in args.precisions.split(","):
         r = results[precision]
-        print(f"{precision:9} {r['real_ms_per_step']:12.1f} {r['bare_ms_per_step']:12.1f} {r['real_clips_per_s']:12.1f} "
-              f"{r['bare_clips_per_s']:12.1f} {r['overhead_pct']:8.1f}%")
+        print(f"{precision:9} {r['real_ms_per_step']:9.1f} ({r['real_min_ms']:6.1f}) {r['bare_ms_per_step']:9.1f} "
+              f"({r['bare_min_ms']:6.1f}) {r['real_clips_per_s']:12.1f} {r['bare_clips_per_s']:12.1f} "
+              f"{r['overhead_pct']:8.1f}% {r['overhead_min_pct']:6.1f}%")
+    if "bf16_speedup" in results:
+        s = results["bf16_speedup"]
+        m = results["bf16_speedup_min"]
+        print(f"bf16 speed-up over fp32 (same run; > 1 = bf16 faster): {s['real']:.2f}x real loop, {s['bare']:.2f}x bare "
+              f"loop (from the minima: {m['real']:.2f}x, {m['bare']:.2f}x)")
     return 0
 
 

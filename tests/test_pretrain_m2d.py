@@ -388,24 +388,6 @@ def test_sigkill_after_a_checkpoint_then_resume_matches(corpus, tiny_run, tmp_pa
     assert [r["step"] for r in read_log(out / "log.jsonl")] == list(range(1, 21))  # no duplicated lines
 
 
-@pytest.mark.slow
-def test_torchrun_two_processes_match_one_process_with_accumulation(corpus, tmp_path):
-    common = ["pretrain", "m2d", "--config", "tiny", "--index", str(corpus["general"]), "--set",
-              f"data.cache_dir={corpus['cache']}", "--steps", "6", "--set", "train.micro_batch=4", "--set", "train.threads=1"]
-    ddp = _cli("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "bench.cli",
-               *common, "--out", str(tmp_path / "ddp"))
-    log, _ = ddp.communicate(timeout=300)
-    assert ddp.returncode == 0, log
-    single = pretrain("m2d", "tiny", out=str(tmp_path / "single"),
-                      overrides={**_overrides(corpus, steps=6, micro_batch=4)}, log=_quiet)
-    ckpt = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)
-    assert ckpt["world_size"] == 2 and ckpt["data"]["accumulation"] == 1
-    np.testing.assert_allclose(_losses(tmp_path / "ddp" / "log.jsonl"), _losses(single.log), rtol=1e-4)
-    ref = torch.load(single.checkpoint, weights_only=True)["model"]
-    for k, v in ref.items():
-        torch.testing.assert_close(ckpt["model"][k], v, atol=1e-4, rtol=1e-3, msg=k)
-
-
 def test_m2dx_distillation_and_supervised_losses_fall(corpus, tiny_run, tmp_path):
     overrides = {**_overrides(corpus, steps=30), "init": str(tiny_run.checkpoint),
                  "noise": {"index": str(corpus["noise"]), "eta": 0.3}}

@@ -12,7 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.signal import fftconvolve, lfilter
+
+
+def _signal():
+    """scipy.signal, imported on first use: it costs seconds, and most imports of this module
+    (checking whether a dataset is current) never filter anything."""
+    import scipy.signal
+
+    return scipy.signal
 
 __all__ = [
     "RoomBank",
@@ -74,7 +81,7 @@ def make_room_bank(rng: np.random.Generator, sample_rate: int, n_rooms: int = 6)
 
 def apply_room(x: np.ndarray, rir: np.ndarray, wet: float) -> np.ndarray:
     """Mix the dry signal with its reverberant version (`wet` in [0, 1]), keeping the length and RMS."""
-    y = fftconvolve(x.astype(np.float64), rir.astype(np.float64))[: len(x)]
+    y = _signal().fftconvolve(x.astype(np.float64), rir.astype(np.float64))[: len(x)]
     out = (1 - wet) * x + wet * y * (rms(x) / rms(y))
     return out.astype(np.float32)
 
@@ -87,9 +94,9 @@ def coloured_noise(rng: np.random.Generator, n: int, colour: str = "pink") -> np
     elif colour == "pink":
         b = [0.049922035, -0.095993537, 0.050612699, -0.004408786]
         a = [1, -2.494956002, 2.017265875, -0.522189400]
-        y = lfilter(b, a, w)
+        y = _signal().lfilter(b, a, w)
     elif colour == "brown":
-        y = lfilter([1.0], [1.0, -0.995], w)
+        y = _signal().lfilter([1.0], [1.0, -0.995], w)
     else:
         raise ValueError(f"unknown noise colour '{colour}'")
     y = y - y.mean()

@@ -37,7 +37,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.signal import butter, sosfilt
+
+
+def _signal():
+    """scipy.signal, imported on first use: it costs seconds, and most imports of this module
+    (checking whether a dataset is current) never filter anything."""
+    import scipy.signal
+
+    return scipy.signal
 
 __all__ = [
     "DEVICES",
@@ -145,10 +152,10 @@ def vesicular_sound(rng: np.random.Generator, n: int, sr: int, envelope: np.ndar
     """Normal breath sound: white noise, band-limited to highpass_hz..corner_hz with a falling slope
     (two cascaded low-passes: about -12 dB/octave above the corner, then steeper), times `envelope`."""
     w = rng.standard_normal(n)
-    lp = butter(2, min(corner_hz, 0.45 * sr), "lowpass", fs=sr, output="sos")
-    lp2 = butter(2, min(corner_hz * 2.5, 0.45 * sr), "lowpass", fs=sr, output="sos")
-    hp = butter(2, highpass_hz, "highpass", fs=sr, output="sos")
-    y = sosfilt(hp, sosfilt(lp2, sosfilt(lp, w)))
+    lp = _signal().butter(2, min(corner_hz, 0.45 * sr), "lowpass", fs=sr, output="sos")
+    lp2 = _signal().butter(2, min(corner_hz * 2.5, 0.45 * sr), "lowpass", fs=sr, output="sos")
+    hp = _signal().butter(2, highpass_hz, "highpass", fs=sr, output="sos")
+    y = _signal().sosfilt(hp, _signal().sosfilt(lp2, _signal().sosfilt(lp, w)))
     y /= np.std(y) + 1e-12
     return (y * envelope).astype(np.float32)
 
@@ -257,7 +264,7 @@ def friction_noise(rng: np.random.Generator, n: int, sr: int, rate: float) -> np
     """
     out = np.zeros(n, dtype=np.float64)
     count = rng.poisson(rate * n / sr)
-    lp = butter(2, min(1500.0, 0.45 * sr), "lowpass", fs=sr, output="sos")
+    lp = _signal().butter(2, min(1500.0, 0.45 * sr), "lowpass", fs=sr, output="sos")
     for _ in range(count):
         i = int(rng.integers(0, n))
         if rng.random() < 0.5:  # a click
@@ -266,7 +273,7 @@ def friction_noise(rng: np.random.Generator, n: int, sr: int, rate: float) -> np
             amp = rng.uniform(0.5, 2.0)
         else:  # a rub
             m = int(rng.uniform(0.02, 0.25) * sr) + 2
-            burst = sosfilt(lp, rng.standard_normal(m)) * np.hanning(m)
+            burst = _signal().sosfilt(lp, rng.standard_normal(m)) * np.hanning(m)
             amp = rng.uniform(0.3, 1.0)
         seg = burst[: n - i]
         out[i : i + len(seg)] += amp * seg / (np.max(np.abs(seg)) + 1e-12)
@@ -291,12 +298,12 @@ def ambient_noise(rng: np.random.Generator, n: int, sr: int, mains_hz: float = 5
 def device_response(x: np.ndarray, sr: int, device: Device, rng: np.random.Generator) -> np.ndarray:
     """Band-limit like the device: Butterworth high-pass and low-pass, plus a resonance for acoustic
     stethoscopes (the tube and bell resonate around 100-250 Hz), then a small self-noise floor."""
-    hp = butter(device.order, device.highpass, "highpass", fs=sr, output="sos")
-    lp = butter(device.order, min(device.lowpass, 0.45 * sr), "lowpass", fs=sr, output="sos")
-    y = sosfilt(lp, sosfilt(hp, x))
+    hp = _signal().butter(device.order, device.highpass, "highpass", fs=sr, output="sos")
+    lp = _signal().butter(device.order, min(device.lowpass, 0.45 * sr), "lowpass", fs=sr, output="sos")
+    y = _signal().sosfilt(lp, _signal().sosfilt(hp, x))
     if device.name == "LittC2SE":
-        bp = butter(1, [120.0, 260.0], "bandpass", fs=sr, output="sos")
-        y = y + 0.8 * sosfilt(bp, y)
+        bp = _signal().butter(1, [120.0, 260.0], "bandpass", fs=sr, output="sos")
+        y = y + 0.8 * _signal().sosfilt(bp, y)
     floor = 10 ** (rng.uniform(-58, -48) / 20) * (np.std(y) + 1e-9)
     y = y + floor * rng.standard_normal(len(y))
     return y.astype(np.float32)

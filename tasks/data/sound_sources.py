@@ -29,12 +29,18 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 from upstreams.fileio import atomic_write_bytes
 
 from . import rcc
 from .debian import DebianSources
+
+
+def _signal():
+    """scipy.signal, imported on first use (it costs seconds; checking a manifest needs none of it)."""
+    import scipy.signal
+
+    return scipy.signal
 
 __all__ = [
     "ESC50_TARGETS",
@@ -354,7 +360,7 @@ def decode(path: str | Path, sr: int) -> np.ndarray:
     x = data.mean(axis=1)
     if orig != sr:
         g = np.gcd(int(orig), int(sr))
-        x = resample_poly(x, sr // g, orig // g).astype(np.float32)
+        x = _signal().resample_poly(x, sr // g, orig // g).astype(np.float32)
     return np.ascontiguousarray(x, dtype=np.float32)
 
 

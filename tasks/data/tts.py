@@ -30,9 +30,16 @@ from typing import TypeVar
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 from .debian import MissingToolError, require_tool
+
+
+def _signal():
+    """scipy.signal, imported on first use: it costs seconds, and most imports of this module
+    (checking whether a dataset is current) never filter anything."""
+    import scipy.signal
+
+    return scipy.signal
 
 __all__ = [
     "SAMPLE_RATE",
@@ -223,7 +230,7 @@ def resample(x: np.ndarray, orig_sr: float, new_sr: float) -> np.ndarray:
     if orig_sr == new_sr:
         return x.astype(np.float32, copy=False)
     ratio = Fraction(int(round(new_sr)), int(round(orig_sr)))
-    return resample_poly(x.astype(np.float64), ratio.numerator, ratio.denominator).astype(np.float32)
+    return _signal().resample_poly(x.astype(np.float64), ratio.numerator, ratio.denominator).astype(np.float32)
 
 
 def to_pcm16(x: np.ndarray) -> np.ndarray:

@@ -7,6 +7,8 @@ Presets (any field can be overridden by a YAML/JSON file or `--set key=value`):
   (192-d, 6 layers, patch 16x4 = 40 ms frames for speech tasks), 1200 steps of 32 clips, bf16 autocast.
 - `base`: the paper's recipe for GPUs: ViT-B, input 80x608, patch 16x16, AdamW (0.9, 0.95), weight
   decay 0.05, base lr 3e-4 x batch/256, 20 warm-up epochs of 300, cosine, clip 3.0, batch 2048.
+- m2dx `tiny`: the tiny M2D settings on the (labelled) respiratory corpus with noise eta 0.3,
+  distillation and the supervised task; like `mini_respiratory` it needs `--init`.
 - m2dx `mini_respiratory`: further pretraining of an M2D checkpoint (`--init`) on the respiratory
   corpus with background noise eta 0.3, distillation from the same M2D and supervised labels.
 
@@ -130,7 +132,10 @@ M2D_PRESETS: dict[str, M2DConfig] = {
 }
 
 M2DX_PRESETS: dict[str, M2DXConfig] = {
-    "tiny": M2DXConfig(**{f.name: getattr(M2D_PRESETS["tiny"], f.name) for f in dataclasses.fields(M2DConfig)},
+    # the respiratory recipe in miniature (needs --init): the labelled respiratory corpus feeds the supervised task
+    "tiny": M2DXConfig(**{f.name: getattr(M2D_PRESETS["tiny"], f.name) for f in dataclasses.fields(M2DConfig)
+                          if f.name != "data"},
+                       data=dataclasses.replace(M2D_PRESETS["tiny"].data, corpus="respiratory"),
                        offline=OfflineConfig(supervised_weight=1.0), noise=NoiseConfig(eta=0.3)),
     "mini": M2DXConfig(**{f.name: getattr(M2D_PRESETS["mini"], f.name) for f in dataclasses.fields(M2DConfig)}),
     # the respiratory recipe: further pretraining of an M2D checkpoint (--init), teacher = the same M2D

@@ -8,7 +8,9 @@ A checkpoint is a plain dict (readable with `torch.load(weights_only=True)`):
   `total_steps`;
 - `model` (every module state incl. EMA target and step counters), `optimizer`, `scheduler`
   (the schedule is a pure function of the step; its parameters are recorded), `rng` (torch CPU,
-  CUDA and Python `random` states), `data` (the sampler position).
+  CUDA and Python `random` states of rank 0), `data` (the sampler position), `world_size`;
+- under DDP also `rng_ranks` (every rank's RNG states, gathered when the checkpoint is written), so
+  a run resumed with the same number of processes continues every rank's stream.
 
 Data order, crops and masks are drawn from generators seeded by (seed, step, micro-batch), so the
 step alone restores them; the global RNG states are saved for anything else that draws from them.

@@ -3,7 +3,9 @@
 One process per device; gloo on CPU, NCCL on CUDA. A global batch of `batch_size` clips is split
 into `world_size x accumulation` micro-batches, so gradient accumulation is divided by the world
 size and the effective batch (and so the lr) does not depend on how many processes run. Only rank 0
-logs and writes checkpoints; every rank computes the same schedule, EMA and data order.
+logs and writes checkpoints (the others wait at a barrier; every rank's RNG state is gathered into
+it); every rank computes the same schedule, EMA and data order, and draws its own micro-batches
+(slot `a * world_size + rank` of each step), so no sampler has to shard the data.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from torch import nn
 
 from .config import ConfigError
 
-__all__ = ["DistEnv", "setup", "teardown", "accumulation_steps", "wrap", "barrier", "all_reduce_mean", "no_sync"]
+__all__ = ["DistEnv", "setup", "teardown", "accumulation_steps", "wrap", "barrier", "all_reduce_mean", "gather_objects",
+           "no_sync"]
 
 
 @dataclass(frozen=True)
@@ -107,3 +110,12 @@ def all_reduce_mean(values: torch.Tensor, env: DistEnv) -> torch.Tensor:
         dist.all_reduce(values)
         values /= env.world_size
     return values
+
+
+def gather_objects(obj, env: DistEnv) -> list:
+    """`obj` of every rank, in rank order, on every rank (`[obj]` without DDP)."""
+    if not (env.enabled and dist.is_initialized()):
+        return [obj]
+    out = [None] * env.world_size
+    dist.all_gather_object(out, obj)
+    return out

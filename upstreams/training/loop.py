@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from ..runs import CHECKPOINT_NAME
 from .checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
 from .config import ConfigError, TrainConfig, to_dict
-from .ddp import DistEnv, accumulation_steps, all_reduce_mean, barrier, no_sync, wrap
+from .ddp import DistEnv, accumulation_steps, all_reduce_mean, barrier, gather_objects, no_sync, wrap
 from .log import RunLog, plot_loss, read_log
 from .schedule import run_length, warmup_cosine_lr
 
@@ -91,6 +91,13 @@ class TrainResult:
     log: Path
     plot: Path | None
     wall_s: float
+    # what this process did (every rank returns its own): proof that DDP ranks shared the work and that
+    # only rank 0 wrote checkpoints
+    rank: int = 0
+    world_size: int = 1
+    micro_batches: int = 0  # forward/backward passes of this process
+    micro_batch: int = 0  # clips per pass
+    checkpoints_written: int = 0
 
 
 class TrainingDiverged(ConfigError):
@@ -147,7 +154,9 @@ def train(recipe: Recipe, out_dir: str | Path, env: DistEnv, device: torch.devic
         state = load_checkpoint(ckpt_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        restore_rng(state["rng"])
+        # each rank continues its own global RNG stream when the world size is unchanged
+        per_rank = state.get("rng_ranks") or []
+        restore_rng(per_rank[env.rank] if len(per_rank) == env.world_size else state["rng"])
         start, wall_before = int(state["step"]), float(state.get("wall_s", 0.0))
     ddp_model = wrap(model, env, device)
 
@@ -160,8 +169,13 @@ def train(recipe: Recipe, out_dir: str | Path, env: DistEnv, device: torch.devic
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     bar = _progress(total, start, enabled=env.is_main and cfg.progress, desc=f"{recipe.method} {out_dir.name}")
 
+    written = 0
+
     def checkpoint(done: int, wall: float) -> None:
+        nonlocal written
+        rngs = gather_objects(rng_state(), env)  # collective: every rank reaches this step together
         if env.is_main:
+            written += 1
             save_checkpoint(ckpt_path, {
                 **recipe.export(model),
                 "method": recipe.method,
@@ -172,7 +186,8 @@ def train(recipe: Recipe, out_dir: str | Path, env: DistEnv, device: torch.devic
                 "optimizer": optimizer.state_dict(),
                 "scheduler": {"name": "warmup_cosine", "peak_lr": cfg.peak_lr, "min_lr": cfg.min_lr,
                               "warmup_steps": length.warmup_steps, "total_steps": total},
-                "rng": rng_state(),
+                "rng": rngs[0],
+                **({"rng_ranks": rngs} if env.enabled else {}),
                 "data": {"samples_seen": done * cfg.batch_size, "epoch": done / length.steps_per_epoch,
                          "micro_batch": micro, "accumulation": accum},
                 "world_size": env.world_size,
@@ -184,6 +199,7 @@ def train(recipe: Recipe, out_dir: str | Path, env: DistEnv, device: torch.devic
     sums: dict[str, Tensor] = {}
     window_s, window_steps, train_s = 0.0, 0, 0.0
     done = start
+    micro_batches = 0
     try:
         for step in range(start, stop):
             t0 = time.perf_counter()
@@ -200,6 +216,7 @@ def train(recipe: Recipe, out_dir: str | Path, env: DistEnv, device: torch.devic
                         f"or use train.precision=fp32 (resume from {ckpt_path} keeps the finished steps)"
                     )
                 (loss / accum).backward()
+                micro_batches += 1
                 for k, v in {"loss": loss, **stats}.items():
                     sums[k] = sums.get(k, 0.0) + v.detach().float() / accum
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad) if cfg.clip_grad > 0 else None
@@ -214,7 +231,7 @@ def train(recipe: Recipe, out_dir: str | Path, env: DistEnv, device: torch.devic
                 means = all_reduce_mean(torch.stack([sums[k] for k in names]) / window_steps, env).tolist()
                 window_s += time.perf_counter() - t0
                 record = {"step": done, "epoch": round(done / length.steps_per_epoch, 4), **dict(zip(names, means)),
-                          "lr": lr, **extra}
+                          "lr": lr, **extra, "world_size": env.world_size}
                 if grad_norm is not None:
                     record["grad_norm"] = float(grad_norm)
                 record["sec_per_step"] = window_s / window_steps
@@ -237,7 +254,8 @@ def train(recipe: Recipe, out_dir: str | Path, env: DistEnv, device: torch.devic
     plot = None
     if env.is_main:
         plot = plot_loss(read_log(log.path), out_dir / "loss.png", title=f"{recipe.method} {out_dir.name}")
-    return TrainResult(ckpt_path, done, total, log.path, plot, wall_before + train_s + window_s)
+    return TrainResult(ckpt_path, done, total, log.path, plot, wall_before + train_s + window_s,
+                       env.rank, env.world_size, micro_batches, micro, written)
 
 
 def _progress(total: int, initial: int, enabled: bool, desc: str):

@@ -167,6 +167,10 @@ def pretrain(
             atomic_write_text(out_dir / "config.yaml", yaml.safe_dump({"method": method.name, **to_dict(recipe.config)},
                                                                       sort_keys=False))
         result = train(recipe, out_dir, env, device, resume=resume)
+        if env.enabled:  # every rank reports (rank 0 alone writes checkpoints, logs and the plot)
+            log(f"{method.name}: rank {env.rank}/{env.world_size} done: {result.micro_batches} micro-batches of "
+                f"{result.micro_batch} clips, "
+                f"{result.checkpoints_written} checkpoint write(s)")
         if env.is_main:
             log(f"{method.name}: step {result.step}/{result.total_steps}, checkpoint {result.checkpoint}"
                 + (f", loss plot {result.plot}" if result.plot else ""))
