@@ -389,7 +389,8 @@ def _fmt_seconds(s: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min {s % 60:02d} s" if s >= 3600 else f"{s // 60} min {s % 60:02d} s"
 
 
-def render(rep: Reproduction, stages: list[Stage], command: str, invocation_seconds: float) -> dict[str, Path]:
+def render(rep: Reproduction, stages: list[Stage], command: str, invocation_seconds: float,
+           left_out: list[str] = ()) -> dict[str, Path]:
     """Leaderboard CSV, per-task CSVs, heatmap, per-task bars and the report, from this run's records."""
     import pandas as pd
 
@@ -424,7 +425,7 @@ def render(rep: Reproduction, stages: list[Stage], command: str, invocation_seco
         "manifests": ", ".join(f"{k} {v[:12]}" for k, v in
                                rep.results.get("data", StageResult("data", "", 0, {})).outputs.get("manifests", {}).items()),
         "stages": [{"name": r.name, "status": r.status, "seconds": r.seconds, "note": _stage_note(r)} for r in results],
-        "notes": _notes(rep),
+        "notes": _notes(rep, left_out),
     }
     written["report.md"] = Path(atomic_write_text(out / "report.md", render_report(df, meta)))
     pd.DataFrame([{"stage": r.name, "status": r.status, "seconds": round(r.seconds, 1), "note": _stage_note(r)}
@@ -444,7 +445,7 @@ def _stage_note(r: StageResult) -> str:
     return "; ".join(parts)
 
 
-def _notes(rep: Reproduction) -> list[str]:
+def _notes(rep: Reproduction, left_out: list[str] = ()) -> list[str]:
     notes = [
         "Pretraining and evaluation ran on CPU; times are wall-clock seconds of each stage when it ran "
         "(a stage skipped on a later invocation keeps the time of the run that produced it).",
@@ -455,6 +456,9 @@ def _notes(rep: Reproduction) -> list[str]:
         "Pretraining is shortened from the `mini` presets to fit the 3-hour CPU budget: m2d 400 steps (preset 1200), "
         "m2dx 150 (600), score 100 (300), warm-up 10 % of each; everything else is the preset.",
     ]
+    if left_out:
+        notes.append(f"This invocation was restricted (--upstreams/--tasks/--protocols); not part of it, so not "
+                     f"in the tables: {', '.join(left_out)}.")
     failed = [r for r in rep.results.values() if r.status == "failed"]
     notes += [f"Stage {r.name} failed: {r.note}" for r in failed]
     return notes
@@ -482,4 +486,6 @@ def reproduce(profile: str = "mini", out: str | Path | None = None, runs: str | 
     t0 = time.perf_counter()
     rep.run(stages)
     command = command or ("bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
-    return render(rep, stages, command, time.perf_counter() - t0)
+    planned = {s.name for s in stages}
+    left_out = [] if quick else [s.name for s in plan(profile) if s.name not in planned]
+    return render(rep, stages, command, time.perf_counter() - t0, left_out)
