@@ -102,9 +102,13 @@ def qbe_features(upstream, dataset=None, *, profile: str = "mini", data_root=Non
     material = {"upstream": {k: ident[k] for k in ("name", "options", "checkpoint_sha256")},
                 "task": "quesst14-frames", "language": LANGUAGE,
                 "dataset_manifest": manifest_hash(dataset_identity(root)[0]), "settings": settings.key()}
-    entry = EmbeddingCache(cache_root).get_or_create(
-        material, lambda tmp: extract_to(tmp, upstream, examples, settings, batch_seconds, progress),
-        [e.key for e in examples])
+    def build(tmp):
+        from .speech_protocols import _adaptive_threads  # threads that follow what other jobs leave free
+
+        with _adaptive_threads() as cpu:
+            return extract_to(tmp, upstream, examples, settings, batch_seconds, progress, on_batch=cpu.apply)
+
+    entry = EmbeddingCache(cache_root).get_or_create(material, build, [e.key for e in examples])
     n_dev, n_eval = len(splits["dev"].queries), len(splits["eval"].queries)
     rows = {"dev": list(range(n_dev)), "eval": list(range(n_dev, n_dev + n_eval)),
             "docs": list(range(n_dev + n_eval, len(examples)))}

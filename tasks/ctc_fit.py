@@ -11,7 +11,9 @@ Batches are formed by padded duration (items x longest <= budget), never by coun
 noisy length so that batches change between epochs while padding stays small, then shuffled.
 Training is Adam with gradient clipping at 1 (SUPERB's runner); every `eval_every` steps the dev
 split is decoded greedily and scored, the best state is kept, and training stops after `patience`
-evaluations without improvement or at `max_steps`. All randomness comes from `seed`.
+evaluations without improvement (counted only after `min_steps`: CTC first sits on a plateau where
+it emits only blanks, and stopping there says nothing about the features) or at `max_steps`. All
+randomness comes from `seed`.
 """
 
 from __future__ import annotations
@@ -42,10 +44,11 @@ class CTCBudget:
     eval_every: int  # steps between dev evaluations
     patience: int  # dev evaluations without improvement before stopping
     batch_seconds: float  # padded audio seconds per training batch
+    min_steps: int = 0  # warm-up: no early stopping before this step (evaluations before it count for nothing)
 
     def as_dict(self) -> dict:
         return {"max_steps": self.max_steps, "eval_every": self.eval_every, "patience": self.patience,
-                "batch_seconds": self.batch_seconds}
+                "batch_seconds": self.batch_seconds, "min_steps": self.min_steps}
 
 
 class FrameSource:
@@ -221,7 +224,7 @@ def fit_ctc(
                     best.state, best.best_step = copy.deepcopy(model.state_dict()), step
                     best.dev, best.rank = metrics, key
                     bad = 0
-                else:
+                elif step > budget.min_steps:  # patience is counted only after the warm-up
                     bad += 1
                 bar.set_postfix(dev=f"{key[0]:.1f}", best=f"{best.rank[0]:.1f}")
                 if bad >= budget.patience or step >= budget.max_steps:

@@ -19,9 +19,9 @@ from bench.errors import UserError
 from bench.run import RunRequest, run
 from bench.speech_protocols import SETTINGS, effective_head, settings_for
 from tasks.ctc import BLANK, CHARACTERS, PHONES39, ctc_loss, greedy_decode, min_frames
-from tasks.ctc_fit import training_batches
+from tasks.ctc_fit import CTCBudget, FrameSource, fit_ctc, training_batches
 from tasks.metrics.edit_distance import cer, per, wer
-from tasks.speech_heads import SUPERB_ASR_HEAD, RNNs, WeightedSum
+from tasks.speech_heads import SUPERB_ASR_HEAD, SUPERB_PR_HEAD, CTCHead, FrozenCTC, RNNs, WeightedSum
 
 QUIET = dict(progress=False)
 
@@ -112,6 +112,24 @@ def test_ctc_loss_prefers_the_right_labels():
     assert min_frames(target) == 5  # the repeated 7 needs a blank in between
 
 
+def test_patience_counts_only_after_the_warm_up():
+    """No early stop before `min_steps`; ties on dev error are broken by the dev CTC loss."""
+    feats = np.random.default_rng(0).standard_normal((40 * 10, 1, 4)).astype(np.float16)
+    index = np.array([[10 * i, 10] for i in range(40)])
+    source = FrameSource(feats, index, list(range(40)), None)
+    model = FrozenCTC(WeightedSum(1), CTCHead(4, len(PHONES39), SUPERB_PR_HEAD, 160))
+    losses = iter([5.0, 4.0, 4.5, 4.6, 4.7, 4.8, 4.9, 5.0, 5.1, 5.2])  # best at the 2nd evaluation
+    evaluate = lambda m: {"per": 100.0, "ctc_loss": next(losses)}
+    rank = lambda d: (d["per"], d["ctc_loss"])
+    targets = [[1, 2]] * 40
+    budget = CTCBudget(max_steps=20, eval_every=2, patience=1, batch_seconds=0.5, min_steps=10)
+    res = fit_ctc(model, source, targets, evaluate, rank, [{"params": list(model.parameters()), "lr": 1e-3}],
+                  budget, 40)
+    assert res.best_step == 4 and res.dev["ctc_loss"] == 4.0  # stuck at 100 %: the lowest dev loss wins
+    assert res.steps_run == 12  # evaluations at 6..10 are within the warm-up; the one at 12 ends it
+    assert budget.as_dict()["min_steps"] == 10
+
+
 def test_training_batches_cover_everything_within_budget():
     lengths = [int(x) for x in np.random.default_rng(0).integers(5, 100, 57)]
     batches = training_batches(lengths, 300, np.random.default_rng(1))
@@ -167,7 +185,11 @@ def test_profiles_have_superb_heads_grids_and_budgets():
     assert settings_for("pr", None, "linear").budget.max_steps == 100_000
     assert settings_for("asr", None, "weighted").budget.max_steps == 200_000
     assert 1e-2 in settings_for("pr", None, "weighted").lrs and 1e-4 in settings_for("asr", None, "weighted").lrs
-    assert all(len(s.lrs) >= 3 for s in SETTINGS.values())
+    assert all(len(s.lrs) >= 3 for (_, profile, _), s in SETTINGS.items() if profile != "mini")
+    assert all(len(s.lrs) >= 2 for s in SETTINGS.values())
+    # full keeps SUPERB's early stopping from the first evaluation; mini waits for CTC to leave the blank plateau
+    assert settings_for("pr", None, "weighted").budget.min_steps == 0
+    assert settings_for("pr", "mini", "weighted").budget.min_steps >= 2 * settings_for("pr", "mini", "weighted").budget.eval_every
     # s3prl's RNNs need a whole number of upstream frames per output frame
     head = settings_for("asr", "mini", "weighted").head
     assert effective_head(head, 160).rnn["total_rate"] == 320 and effective_head(head, 640).rnn["total_rate"] == 640
