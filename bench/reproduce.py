@@ -237,13 +237,14 @@ class Reproduction:
         return not rec or (self.out / rec).is_file()
 
     # -- running -------------------------------------------------------------------------------
-    def run(self, stages: list[Stage]) -> list[StageResult]:
+    def run(self, stages: list[Stage], render_only: bool = False) -> list[StageResult]:
+        """Run (or skip) every stage; with `render_only`, run nothing and mark unfinished stages "not run"."""
         names = {s.name for s in stages}
         unknown = self.force - names - {"all"}
         if unknown:
             raise UserError(f"--force: no stage named {', '.join(sorted(unknown))}; stages: {', '.join(s.name for s in stages)}")
         for stage in stages:
-            missing = [n for n in stage.needs if n not in self.results or self.results[n].status == "failed"]
+            missing = [n for n in stage.needs if n not in self.results or self.results[n].status in ("failed", "not run")]
             if missing:
                 self.results[stage.name] = StageResult(stage.name, "failed", 0.0, {}, f"needs {', '.join(missing)}")
                 self.log(f"[reproduce] {stage.name}: not run (needs {', '.join(missing)})")
@@ -256,6 +257,10 @@ class Reproduction:
                 self.results[stage.name] = StageResult(stage.name, "skipped", float(marker.get("seconds", 0.0)),
                                                        marker["outputs"], marker.get("note", ""))
                 self.log(f"[reproduce] {stage.name}: up to date, skipped")
+                continue
+            if render_only and stage.kind != "data":
+                self.results[stage.name] = StageResult(stage.name, "not run", 0.0, {}, "no finished output")
+                self.log(f"[reproduce] {stage.name}: not run (--render-only)")
                 continue
             self.log(f"[reproduce] {stage.name}: running")
             t0 = time.perf_counter()
@@ -461,6 +466,10 @@ def _notes(rep: Reproduction, left_out: list[str] = ()) -> list[str]:
                      f"in the tables: {', '.join(left_out)}.")
     failed = [r for r in rep.results.values() if r.status == "failed"]
     notes += [f"Stage {r.name} failed: {r.note}" for r in failed]
+    unfinished = [r.name for r in rep.results.values() if r.status == "not run"]
+    if unfinished:
+        notes.append(f"Rendered with --render-only: {len(unfinished)} planned stage(s) have no finished output yet and "
+                     f"are missing from the tables: {', '.join(unfinished)}. `bench reproduce` (same options) runs them.")
     return notes
 
 
@@ -474,7 +483,7 @@ def reproduce(profile: str = "mini", out: str | Path | None = None, runs: str | 
               data_root: str | None = None, cache_root: str | None = None,
               upstreams: tuple[str, ...] = UPSTREAMS, tasks: tuple[str, ...] | None = None,
               protocols: tuple[str, ...] | None = None, force: tuple[str, ...] = (), dry_run: bool = False,
-              progress: bool = False, quick: bool = False, command: str | None = None,
+              progress: bool = False, quick: bool = False, command: str | None = None, render_only: bool = False,
               log: Callable[[str], None] = print) -> dict[str, Path]:
     stages = plan(profile, upstreams, tasks, protocols, quick=quick)
     rep = Reproduction(out or Path("results") / profile, profile, runs, data_root, cache_root, force, log, progress)
@@ -484,7 +493,7 @@ def reproduce(profile: str = "mini", out: str | Path | None = None, runs: str | 
             log(f"{s.name:40} {'done ' + m.get('finished', '') if m else 'to run'}")
         return {}
     t0 = time.perf_counter()
-    rep.run(stages)
+    rep.run(stages, render_only=render_only)
     command = command or ("bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     planned = {s.name for s in stages}
     left_out = [] if quick else [s.name for s in plan(profile) if s.name not in planned]

@@ -139,6 +139,14 @@ def test_tiny_reproduction_end_to_end_then_skips_finished_stages(tiny_root, tmp_
     assert json.loads((out / "stages" / "eval-m2d-qbe-dtw.json").read_text()) == markers["eval-m2d-qbe-dtw.json"]
     assert len(pd.read_csv(out / "leaderboard.csv")) == len(board)
 
+    # --render-only runs nothing: unfinished stages (asr here) are named in the report, not run
+    n_records = len(list((out / "records").rglob("*.json")))
+    assert _run(args[:-3] + ["icbhi", "qbe", "pr", "asr", "--render-only"]) == 0
+    err = capsys.readouterr().err
+    assert "eval-fbank-asr-weighted: not run (--render-only)" in err and ": running" not in err.replace("data: running", "")
+    assert len(list((out / "records").rglob("*.json"))) == n_records
+    assert "eval-score-asr-weighted" in (out / "report.md").read_text()
+
 
 def test_unknown_forced_stage_is_a_one_line_error(tmp_path, capsys, monkeypatch, tiny_root):
     monkeypatch.setenv("BENCH_RUNS", str(tmp_path / "runs"))

@@ -18,6 +18,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default=None, help="results directory (default results/<profile>)")
     p.add_argument("--runs", default=None, help="pretraining run directory root (default $BENCH_RUNS or ./runs; runs go to <root>/<method>/reproduce-<profile>)")
     add_common(p)
+    p.add_argument("--render-only", action="store_true",
+                   help="run no stage: write the tables, plots and report from the stages finished so far")
     p.add_argument("--force", nargs="+", default=[], metavar="STAGE", help="redo these stages (or 'all')")
     p.set_defaults(func=_run)
 
@@ -29,7 +31,7 @@ def _run(args) -> int:
         profile=args.profile, out=args.out, runs=args.runs, data_root=args.data_root, cache_root=args.cache_root,
         upstreams=tuple(args.upstreams or UPSTREAMS), tasks=tuple(args.tasks) if args.tasks else None,
         protocols=tuple(args.protocols) if args.protocols else None, force=tuple(args.force), dry_run=args.dry_run,
-        progress=args.progress, command=invoked_command('reproduce'), log=lambda m: print(m, file=sys.stderr, flush=True))
+        progress=args.progress, render_only=args.render_only, command=invoked_command('reproduce'), log=lambda m: print(m, file=sys.stderr, flush=True))
     for name, path in written.items():
         print(f"wrote {path}")
     return 0
