@@ -34,6 +34,7 @@ from tasks.speech_heads import (SUPERB_ASR_HEAD, SUPERB_PR_HEAD, CTCHead, Frozen
                                 UpstreamCTC, WeightedSum, output_lengths)
 from tasks.speech_tasks import SECONDARY_TEST, CTCTask, corpus_examples, load_ctc_task
 from upstreams.batching import batches_by_duration
+from upstreams.threads import torch_threads
 
 from .cache import EmbeddingCache
 from .clip_runner import PartialResult, dataset_record
@@ -105,26 +106,12 @@ def effective_head(config: HeadConfig, upstream_rate: int) -> HeadConfig:
     return config.with_rnn(total_rate=int(upstream_rate) * max(1, round(total / upstream_rate)))
 
 
-@contextlib.contextmanager
 def _torch_threads(n: int | None):
-    """Run the enclosed code with `n` intra-op threads (None: unchanged), restoring the count after.
-
-    CTC training and decoding on CPU run single-threaded: the head's work is many small sequential
-    ops (the LSTM recursion, a 256-unit projector) that threads do not speed up, while on a shared
-    machine every parallel region waits for all its threads to be scheduled. Measured here (2 cores,
-    load average 3-7): a 2 x 256-unit BiLSTM step on 16 x 300 frames took 5 s with 1 thread and
-    18-55 s with 2; the tiny-profile ASR run with an online frozen upstream took 572 s with 2 threads.
-    Feature extraction (large upstream matmuls, no recursion) keeps torch's thread count.
-    """
-    if n is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    """CTC training and decoding on CPU run single-threaded (`upstreams.threads`): the LSTM recursion
+    and a 256-unit projector are many small sequential ops. Measured here (2 cores, load average
+    3-7): a 2 x 256-unit BiLSTM step on 16 x 300 frames took 5 s with 1 thread and 18-55 s with 2.
+    Feature extraction (large upstream matmuls) keeps torch's thread count."""
+    return torch_threads(n)
 
 
 class _SharedCPU:

@@ -19,6 +19,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from upstreams.threads import torch_threads
+
 __all__ = ["FitResult", "fit_features", "fit_finetune", "predict_features", "predict_waveforms", "balanced_weights",
            "single_threaded"]
 
@@ -34,21 +36,9 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
 
 
-@contextlib.contextmanager
 def single_threaded():
-    """Run heads on cached features with one intra-op thread, restoring the count after.
-
-    A head on pooled features is thousands of tiny ops; with several threads each op waits for all
-    of them to be scheduled, which on a busy machine costs far more than the op. Measured here
-    (2 cores, load average ~5): 3 x 200 epochs of the weighted head on 288 ESC-50 clips took 276 s
-    with 2 threads and 15 s with 1.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    """Heads on cached features train with one intra-op thread: see `upstreams.threads`."""
+    return torch_threads(1)
 
 
 def balanced_weights(labels: Sequence[int]) -> np.ndarray:

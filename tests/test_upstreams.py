@@ -217,3 +217,19 @@ def test_entry_point_registration(tmp_path, monkeypatch):
     up = upstreams.load("energy3p")
     assert upstreams.info("energy3p").source.startswith("entry-point")
     assert up([torch.randn(640)]).hidden_states[0].shape == (1, 2, 1)
+
+
+def test_torch_threads_sets_and_restores_the_count():
+    import torch
+
+    from upstreams.threads import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), torch_threads(1):
+        raise RuntimeError("restored even on error")
+    assert torch.get_num_threads() == before
+    with torch_threads(None):
+        assert torch.get_num_threads() == before

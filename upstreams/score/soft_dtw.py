@@ -38,6 +38,8 @@ import contextlib
 import math
 
 import torch
+
+from ..threads import torch_threads
 from torch.autograd.function import once_differentiable
 
 __all__ = [
@@ -241,15 +243,8 @@ def _serial_on_cpu(t: torch.Tensor):
     cores makes every op wait for all of them, which measured 2-10x slower than one thread on a
     2-core machine shared with other work, and ops this small gain little from idle cores.
     """
-    if t.device.type != "cpu" or torch.get_num_threads() == 1:
+    with torch_threads(1 if t.device.type == "cpu" else None):
         yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _skew_index(n: int, m: int, device) -> tuple[torch.Tensor, torch.Tensor]:
