@@ -31,7 +31,7 @@ from ..fileio import atomic_directory
 from ..frontend import LogMel, LogMelConfig, log_mel
 from ..training.config import ConfigError
 from ..training.corpus import Segment, read_index, read_segment, split_labels
-from ..training.loop import Slot, seed_for
+from ..training.loop import EpochOrder, Slot
 from .masking import random_mask
 
 __all__ = ["MelFeatures", "load_features", "MelCrops", "mix_in_power"]
@@ -173,20 +173,10 @@ class MelCrops:
         self.eta = eta
         self.label_names = label_names
         self.samples_per_epoch = len(features)
-        self._orders: dict[int, Tensor] = {}
-
-    def _order(self, epoch: int) -> Tensor:
-        if epoch not in self._orders:
-            if len(self._orders) > 2:
-                self._orders.pop(min(self._orders))
-            gen = torch.Generator().manual_seed(seed_for(self.seed, "order", epoch))
-            self._orders[epoch] = torch.randperm(len(self.features), generator=gen)
-        return self._orders[epoch]
+        self._order = EpochOrder(len(features), seed)
 
     def segment_ids(self, slot: Slot) -> list[int]:
-        n = len(self.features)
-        positions = range(slot.first_sample, slot.first_sample + slot.micro_batch)
-        return [int(self._order(p // n)[p % n]) for p in positions]
+        return self._order.items(slot)
 
     def _crop(self, feats: MelFeatures, i: int, gen: torch.Generator, tile: bool = False) -> Tensor:
         w = self.input_frames

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from ..training.config import ConfigError
 from ..training.corpus import Segment, read_index, read_segment
-from ..training.loop import Slot, seed_for
+from ..training.loop import EpochOrder, Slot
 from .perturb import SEMITONES, SPEEDS, perturb
 
 __all__ = ["PerturbedPairs"]
@@ -35,15 +35,7 @@ class PerturbedPairs:
         self.seed = seed
         self.speeds, self.semitones = tuple(speeds), semitones
         self.samples_per_epoch = len(segments)
-        self._orders: dict[int, Tensor] = {}
-
-    def _order(self, epoch: int) -> Tensor:
-        if epoch not in self._orders:
-            if len(self._orders) > 2:
-                self._orders.pop(min(self._orders))
-            gen = torch.Generator().manual_seed(seed_for(self.seed, "order", epoch))
-            self._orders[epoch] = torch.randperm(len(self.segments), generator=gen)
-        return self._orders[epoch]
+        self._order = EpochOrder(len(segments), seed)
 
     def _pair(self, i: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
         wav = read_segment(self.segments[i], self.sample_rate, str(self.index))
@@ -55,8 +47,7 @@ class PerturbedPairs:
 
     def get(self, slot: Slot) -> dict[str, Tensor]:
         gen = slot.generator(self.seed)
-        n = len(self.segments)
-        ids = [int(self._order(p // n)[p % n]) for p in range(slot.first_sample, slot.first_sample + slot.micro_batch)]
+        ids = self._order.items(slot)
         pairs = [self._pair(i, gen) for i in ids]
         student = [p[0] for p in pairs]
         teacher = [p[1] for p in pairs]

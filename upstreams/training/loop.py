@@ -66,6 +66,29 @@ def seed_for(*keys) -> int:
     return int.from_bytes(digest, "little") & (2**63 - 1)
 
 
+class EpochOrder:
+    """A seeded shuffle per epoch of `n` items: sample position p of the endless stream is item
+    `order(p // n)[p % n]`. Only the last few epochs' permutations are kept (micro-batches straddle
+    at most one epoch boundary), and any position can be recomputed, so resuming needs only the step."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed = n, seed
+        self._orders: dict[int, Tensor] = {}
+
+    def _order(self, epoch: int) -> Tensor:
+        if epoch not in self._orders:
+            if len(self._orders) > 2:
+                self._orders.pop(min(self._orders))
+            gen = torch.Generator().manual_seed(seed_for(self.seed, "order", epoch))
+            self._orders[epoch] = torch.randperm(self.n, generator=gen)
+        return self._orders[epoch]
+
+    def items(self, slot: Slot) -> list[int]:
+        """Item indices of `slot`'s micro-batch."""
+        positions = range(slot.first_sample, slot.first_sample + slot.micro_batch)
+        return [int(self._order(p // self.n)[p % self.n]) for p in positions]
+
+
 class BatchSource(Protocol):
     samples_per_epoch: int  # clips in one pass over the corpus
 
