@@ -246,7 +246,8 @@ class Reproduction:
         for stage in stages:
             missing = [n for n in stage.needs if n not in self.results or self.results[n].status in ("failed", "not run")]
             if missing:
-                self.results[stage.name] = StageResult(stage.name, "failed", 0.0, {}, f"needs {', '.join(missing)}")
+                status = "not run" if render_only else "failed"
+                self.results[stage.name] = StageResult(stage.name, status, 0.0, {}, f"needs {', '.join(missing)}")
                 self.log(f"[reproduce] {stage.name}: not run (needs {', '.join(missing)})")
                 continue
             key = self.stage_key(stage)

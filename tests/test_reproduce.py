@@ -4,7 +4,6 @@ that is then re-run to show finished stages are skipped and forced ones redone."
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -163,10 +162,18 @@ def test_dry_run_lists_stages(capsys, tmp_path):
 
 
 def test_report_is_rendered_only_from_this_runs_records(tmp_path):
-    from bench.reproduce import Reproduction, StageResult, Stage, render
+    from bench.records import ResultRecord, write_record
+    from bench.reproduce import Reproduction, Stage, StageResult, render
 
     rep = Reproduction(tmp_path, "tiny", runs=tmp_path / "runs")
-    with pytest.raises(Exception, match="no evaluation finished"):
+    stray = write_record(ResultRecord("fbank", "esc50", "linear", "accuracy", 50.0), tmp_path)  # not from a stage
+    with pytest.raises(Exception, match=f"no evaluation finished under {tmp_path}"):
         render(rep, [Stage("data", "data")], "bench reproduce", 0.0)
-    assert isinstance(StageResult("x", "done", 1.0, {}), StageResult)
-    assert not Path(tmp_path / "report.md").exists()
+    assert not (tmp_path / "report.md").exists()
+
+    ours = write_record(ResultRecord("random", "esc50", "linear", "accuracy", 40.0), tmp_path)
+    rep.results["eval-random-esc50-linear"] = StageResult("eval-random-esc50-linear", "done", 1.0,
+                                                          {"record": str(ours.relative_to(tmp_path))})
+    render(rep, [Stage("eval-random-esc50-linear", "eval")], "bench reproduce", 0.0)
+    board = pd.read_csv(tmp_path / "leaderboard.csv")
+    assert list(board.upstream) == ["random"] and stray.name not in (tmp_path / "report.md").read_text()

@@ -29,7 +29,6 @@ from torch import Tensor
 
 from ..fileio import atomic_directory
 from ..frontend import LogMel, LogMelConfig, log_mel
-from ..training.config import ConfigError
 from ..training.corpus import Segment, read_index, read_segment, split_labels
 from ..training.loop import EpochOrder, Slot
 from .masking import random_mask
