@@ -1,7 +1,8 @@
 """The claims report: what the papers say beside what this run measured.
 
 Each claim is checked against the leaderboard with the same direction-aware comparison, and the
-report says plainly whether the measurement supports it at this scale. Numbers quoted from the
+report says plainly whether the measurement supports it at this scale, or that it cannot tell
+(both upstreams at chance level, or closer than the fold-to-fold spread). Numbers quoted from the
 papers are in `PAPER_CLAIMS` with their source.
 """
 
@@ -41,7 +42,28 @@ class Claim:
     protocol: str
     paper: str
     measured: str
-    holds: bool | None  # None: a tie or undefined (no difference to judge)
+    holds: bool | None  # None: a tie, undefined, or too close / too degenerate to judge (see `why`)
+    why: str = ""  # why a claim is not judged, shown in the report
+
+
+# Scores at which a task was not learned at all: CTC error rates near 100 % (the blank plateau, or
+# a head that fails on the unseen test voice) and term-weighted values near 0 (the "always NO"
+# system scores exactly 0). Two upstreams both beyond these say nothing about which one is better.
+_NOT_LEARNED = {"per": lambda v: v >= 90.0, "wer": lambda v: v >= 90.0, "cer": lambda v: v >= 90.0,
+                "mtwv": lambda v: v <= 0.01, "atwv": lambda v: v <= 0.01}
+
+
+def _unjudgeable(a, b) -> str:
+    """Why the comparison of rows `a` and `b` cannot support or refute a claim ("" if it can)."""
+    floor = _NOT_LEARNED.get(str(a.metric))
+    if floor and floor(a.score) and floor(b.score):
+        return "inconclusive: neither learned the task (both at chance level)"
+    if a.score == b.score:
+        return "tie"
+    sds = [float(x) for x in (a.get("std"), b.get("std")) if x is not None and x == x]
+    if len(sds) == 2 and abs(a.score - b.score) < max(sds):
+        return "inconclusive: difference smaller than the std over folds"
+    return ""
 
 
 def _score(df: pd.DataFrame, upstream: str, task: str, protocol: str):
@@ -49,6 +71,11 @@ def _score(df: pd.DataFrame, upstream: str, task: str, protocol: str):
     if row.empty:
         return None
     return row.iloc[0]
+
+
+def _verdict(a, b, better: bool) -> tuple[bool | None, str]:
+    why = _unjudgeable(a, b)
+    return (None, why) if why else (better, "")
 
 
 def claims_table(df: pd.DataFrame) -> list[Claim]:
@@ -59,14 +86,14 @@ def claims_table(df: pd.DataFrame) -> list[Claim]:
             better = a.score > b.score if a.higher_is_better else a.score < b.score
             out.append(Claim("M2D beats no pretraining (random)", task, protocol, "M2D > random",
                              f"m2d {fmt_score(a.metric, a.score)} vs random {fmt_score(b.metric, b.score)}",
-                             None if a.score == b.score else bool(better)))
+                             *_verdict(a, b, bool(better))))
     for protocol in sorted(df[df.task == "icbhi"].protocol.unique()):
         a, b = _score(df, "m2dx", "icbhi", protocol), _score(df, "m2d", "icbhi", protocol)
         if a is not None and b is not None:
             out.append(Claim("M2D-X with background noise beats M2D on respiratory sounds", "icbhi", protocol,
                              f"{PAPER_CLAIMS['icbhi']['m2dx']} vs {PAPER_CLAIMS['icbhi']['m2d']}",
                              f"m2dx {a.score:.2f} vs m2d {b.score:.2f}",
-                             None if a.score == b.score else bool(a.score > b.score)))
+                             *_verdict(a, b, bool(a.score > b.score))))
     for task, paper_rel in PAPER_CLAIMS["score_relative"].items():
         for protocol in sorted(df[df.task == task].protocol.unique()):
             a, b = _score(df, "score", task, protocol), _score(df, "m2d", task, protocol)
@@ -77,7 +104,7 @@ def claims_table(df: pd.DataFrame) -> list[Claim]:
                              f"+{paper_rel:.2f} % relative (HuBERT base)",
                              f"{rel:+.2f} % relative (score {fmt_score(a.metric, a.score)} vs m2d "
                              f"{fmt_score(b.metric, b.score)} {a.metric})",
-                             None if (rel != rel or rel == 0) else bool(rel > 0)))
+                             *((None, "undefined") if rel != rel else _verdict(a, b, bool(rel > 0)))))
     return out
 
 
@@ -104,7 +131,7 @@ def leaderboard_markdown(df: pd.DataFrame) -> str:
 
 def render_report(df: pd.DataFrame, meta: dict) -> str:
     claims = claims_table(df)
-    verdict = {True: "yes", False: "**no**", None: "tie / undefined"}
+    verdict = {True: "yes", False: "**no**"}
     lines = [
         "# Reproduction report",
         "",
@@ -117,7 +144,9 @@ def render_report(df: pd.DataFrame, meta: dict) -> str:
         "Everything below was produced by `bench reproduce`; nothing is hand-edited. Scores are on the",
         "offline mini-benchmark (synthetic speech from TTS voices, real environmental recordings, simulated",
         "respiratory sounds) with small CPU-trained models, so they are not comparable in absolute terms",
-        "with the papers' numbers; the claims are compared by direction.",
+        "with the papers' numbers; the claims are compared by direction. A comparison is marked",
+        "inconclusive when both upstreams are at chance level (error rates of 90 % or more, MTWV of",
+        "0.01 or less) or differ by less than the std over folds.",
         "",
         "## Leaderboard",
         "",
@@ -131,7 +160,7 @@ def render_report(df: pd.DataFrame, meta: dict) -> str:
         "|---|---|---|---|---|---|",
     ]
     for c in claims:
-        lines.append(f"| {c.claim} | {c.task} | {c.protocol} | {c.paper} | {c.measured} | {verdict[c.holds]} |")
+        lines.append(f"| {c.claim} | {c.task} | {c.protocol} | {c.paper} | {c.measured} | {verdict.get(c.holds, c.why or 'undefined')} |")
     if not claims:
         lines.append("| (no pair of upstreams to compare was evaluated) | | | | | |")
     lines += ["", "## Stages", ""]

@@ -19,7 +19,8 @@ never reaches a valid frame and the outputs equal s3prl's (tests/test_speech_tas
 s3prl's module's weights into this one and compares outputs and gradients).
 
 In front of the head sits the featurizer: `WeightedSum` (s3prl's `Featurizer`: softmax over one
-weight per layer, initialised to 0, no layer norm) or `Standardize` (one layer, fixed train-set
+weight per layer, initialised to 0; layer norm of each layer first only with `normalize`, s3prl's
+`upstream_feature_normalize`, off in SUPERB) or `Standardize` (one layer, fixed train-set
 mean and std: the `linear` protocol). `FrozenCTC` runs on cached frame features,
 `UpstreamCTC` on waveforms through a frozen or trainable upstream.
 """
@@ -31,6 +32,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
@@ -241,15 +243,24 @@ class CTCHead(nn.Module):
 
 
 class WeightedSum(nn.Module):
-    """s3prl `Featurizer`: `[B, T, L, D] -> [B, T, D]` with softmax(weights), weights initialised to 0."""
+    """s3prl `Featurizer`: `[B, T, L, D] -> [B, T, D]` with softmax(weights), weights initialised to 0.
 
-    def __init__(self, num_layers: int):
+    `normalize` applies s3prl's `F.layer_norm` (no affine) to every layer before the sum. SUPERB runs
+    without it; the mini ASR setting needs it: on raw log-mel or a small ViT's unnormalised hidden
+    states the BiLSTM head stayed on CTC's blank plateau for 2000 steps, with it it left by step
+    200-1000 (README, "Speech tasks").
+    """
+
+    def __init__(self, num_layers: int, normalize: bool = False):
         super().__init__()
         self.weights = nn.Parameter(torch.zeros(num_layers))
+        self.normalize = normalize
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-2] != self.weights.numel():
             raise ValueError(f"expected {self.weights.numel()} layers, got input of shape {tuple(x.shape)}")
+        if self.normalize:
+            x = F.layer_norm(x, (x.shape[-1],))
         w = torch.softmax(self.weights, dim=0).to(x.dtype)
         return torch.einsum("btld,l->btd", x, w)
 

@@ -89,6 +89,23 @@ def test_claims_compare_by_direction_with_known_values():
     assert claims[("SCORE", "qbe")].holds is None  # 0 vs 0: nothing to judge
 
 
+def test_claims_at_chance_level_or_within_fold_noise_are_inconclusive():
+    df = _df([
+        ("m2d", "asr", "weighted", "wer", 97.2, False, None), ("random", "asr", "weighted", "wer", 100.0, False, None),
+        ("m2d", "pr", "weighted", "per", 89.0, False, None), ("random", "pr", "weighted", "per", 95.0, False, None),
+        ("m2d", "esc50", "linear", "accuracy", 30.0, True, 5.0), ("random", "esc50", "linear", "accuracy", 33.0, True, 6.0),
+        ("m2d", "esc50", "weighted", "accuracy", 40.0, True, 5.0),
+        ("random", "esc50", "weighted", "accuracy", 30.0, True, 6.0),
+        ("m2d", "qbe", "dtw", "mtwv", 0.005, True, None), ("random", "qbe", "dtw", "mtwv", 0.006, True, None),
+    ])
+    claims = {c.task + " " + c.protocol: c for c in claims_table(df)}
+    assert claims["asr weighted"].holds is None and "chance" in claims["asr weighted"].why
+    assert claims["qbe dtw"].holds is None and "chance" in claims["qbe dtw"].why
+    assert claims["pr weighted"].holds is True  # one side learned something: the comparison stands
+    assert claims["esc50 linear"].holds is None and "std over folds" in claims["esc50 linear"].why
+    assert claims["esc50 weighted"].holds is True and claims["esc50 weighted"].why == ""
+
+
 def _run(args: list[str]) -> int:
     from bench.cli import main
 
@@ -146,6 +163,15 @@ def test_tiny_reproduction_end_to_end_then_skips_finished_stages(tiny_root, tmp_
     assert len(list((out / "records").rglob("*.json"))) == n_records
     assert "eval-score-asr-weighted" in (out / "report.md").read_text()
 
+    # a fresh checkout holds the committed results but not the checkpoints under runs/: rendering still
+    # shows every finished stage (re-running would pretrain again)
+    (tmp_path / "runs").rename(tmp_path / "runs-elsewhere")
+    assert _run(args + ["--render-only"]) == 0
+    err = capsys.readouterr().err
+    assert "pretrain-m2d: up to date, skipped" in err and "eval-score-pr-weighted: up to date, skipped" in err
+    rendered = pd.read_csv(out / "leaderboard.csv")
+    assert set(zip(rendered.upstream, rendered.task, rendered.protocol)) == set(zip(board.upstream, board.task, board.protocol))
+
 
 def test_unknown_forced_stage_is_a_one_line_error(tmp_path, capsys, monkeypatch, tiny_root):
     monkeypatch.setenv("BENCH_RUNS", str(tmp_path / "runs"))
@@ -177,3 +203,28 @@ def test_report_is_rendered_only_from_this_runs_records(tmp_path):
     render(rep, [Stage("eval-random-esc50-linear", "eval")], "bench reproduce", 0.0)
     board = pd.read_csv(tmp_path / "leaderboard.csv")
     assert list(board.upstream) == ["random"] and stray.name not in (tmp_path / "report.md").read_text()
+
+
+def test_mini_finetune_stages_run_in_bf16_and_pass_their_options(tmp_path, monkeypatch):
+    """The mini plan's fine-tuning stages carry their reductions (one lr, fold 1, bf16) into `bench run`."""
+    import types
+
+    import bench.run
+    from bench.reproduce import Reproduction
+
+    stages = {s.name: s for s in plan("mini")}
+    seen = []
+
+    def fake_run(req, log=print):
+        seen.append(req)
+        out = tmp_path / "rec.json"
+        out.write_text("{}")
+        return types.SimpleNamespace(score=1.0, metric="accuracy", wall_time_s=0.1, checkpoint=None), out
+
+    monkeypatch.setattr(bench.run, "run", fake_run)
+    rep = Reproduction(tmp_path, "mini", runs=tmp_path / "runs")
+    rep._run_eval(stages["eval-random-esc50-finetune"], forced=False)
+    rep._run_eval(stages["eval-random-esc50-linear"], forced=False)
+    finetune, linear = seen
+    assert (finetune.precision, finetune.lrs, finetune.folds) == ("bf16", [3e-3], ["fold1"])
+    assert linear.precision == "fp32" and linear.lrs is None

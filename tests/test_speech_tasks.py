@@ -179,6 +179,17 @@ def test_weighted_sum_is_s3prl_featurizer_semantics():
     torch.testing.assert_close(mix(layers), sum(w[k] * layers[:, :, k] for k in range(4)))
 
 
+def test_weighted_sum_normalize_is_layer_norm_of_each_layer_first():
+    """s3prl's Featurizer with normalize=True: F.layer_norm over the feature dim of every layer, then the sum."""
+    torch.manual_seed(0)
+    layers = torch.randn(2, 9, 3, 6) * torch.tensor([1.0, 10.0, 100.0]).view(1, 1, 3, 1) + 5.0
+    mix = WeightedSum(3, normalize=True)
+    normed = [(layers[:, :, k] - layers[:, :, k].mean(-1, keepdim=True))
+              / torch.sqrt(layers[:, :, k].var(-1, unbiased=False, keepdim=True) + 1e-5) for k in range(3)]
+    torch.testing.assert_close(mix(layers), sum(normed) / 3)
+    assert not WeightedSum(3).normalize  # SUPERB's default: off
+
+
 def test_profiles_have_superb_heads_grids_and_budgets():
     assert settings_for("asr", None, "weighted").head == SUPERB_ASR_HEAD  # a real corpus: SUPERB's head
     assert SUPERB_ASR_HEAD.rnn["dim"] == [1024, 1024] and SUPERB_ASR_HEAD.project_dim == 1024
@@ -190,6 +201,10 @@ def test_profiles_have_superb_heads_grids_and_budgets():
     # full keeps SUPERB's early stopping from the first evaluation; mini waits for CTC to leave the blank plateau
     assert settings_for("pr", None, "weighted").budget.min_steps == 0
     assert settings_for("pr", "mini", "weighted").budget.min_steps >= 2 * settings_for("pr", "mini", "weighted").budget.eval_every
+    # SUPERB runs the plain weighted sum; only mini ASR normalises layers and selects on CER first
+    assert not any(st.normalize_layers for key, st in SETTINGS.items() if key != ("asr", "mini", "frozen"))
+    mini_asr = settings_for("asr", "mini", "weighted")
+    assert mini_asr.normalize_layers and mini_asr.rank_keys[0] == "cer"
     # s3prl's RNNs need a whole number of upstream frames per output frame
     head = settings_for("asr", "mini", "weighted").head
     assert effective_head(head, 160).rnn["total_rate"] == 320 and effective_head(head, 640).rnn["total_rate"] == 640
@@ -227,6 +242,7 @@ def test_ctc_task_protocol_writes_valid_record(tiny_root, shared, task, protocol
     _check_ctc_record(rec, task, protocol)
     if protocol == "weighted":
         assert len(rec["details"]["layer_weights"]) == 3  # tiny arch: 3 hidden states
+        assert rec["details"]["normalize_layers"] is False  # SUPERB's plain weighted sum outside mini ASR
     if protocol == "linear":
         assert rec["details"]["layer"] == 2 and rec["details"]["standardization"]["frames"] > 0
     if protocol == "finetune":
@@ -258,6 +274,10 @@ def test_asr_loss_falls_and_pr_asr_share_the_extraction(tiny_root, shared):
     again, _ = run(_req(tiny_root, shared, task="asr", protocol="weighted", lrs=[3e-3]))
     assert (again.score, again.secondary["cer"]) == (asr.score, asr.secondary["cer"])  # seeded: same record twice
     assert _same_curves(again, asr)
+    normed, _ = run(_req(tiny_root, shared, task="asr", protocol="weighted", lrs=[3e-3],
+                         task_options={"normalize_layers": True}))
+    assert normed.details["normalize_layers"] is True and "layer-normed" in normed.details["featurizer"]
+    assert not _same_curves(normed, asr)  # the option reaches the featurizer
 
 
 def _same_curves(a, b) -> bool:

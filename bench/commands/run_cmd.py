@@ -42,6 +42,9 @@ def add_parser(sub) -> None:
     p.add_argument("--decoder", default=None, choices=["greedy", "beam"],
                    help="asr: CTC decoding for the scores (default greedy; beam needs flashlight-text)")
     p.add_argument("--beam-size", type=int, default=None, help="asr with --decoder beam (default 5)")
+    p.add_argument("--normalize-layers", choices=["on", "off"], default=None,
+                   help="pr/asr weighted: layer-norm each layer before the weighted sum (s3prl's "
+                        "upstream_feature_normalize; default off, on for mini ASR)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable audio files (counted in the record)")
     p.add_argument("--folds", nargs="+", default=None, metavar="FOLD",
                    help="evaluate only these folds, e.g. --folds fold1 (ESC-50 has fold1..fold5; recorded)")
@@ -68,6 +71,10 @@ def _run(args) -> int:
         task_options["decoder"] = args.decoder or "beam"
         if args.beam_size:
             task_options["beam_size"] = args.beam_size
+    if args.normalize_layers:
+        if args.task not in ("pr", "asr"):
+            raise SystemExit("bench run: error: --normalize-layers applies only to --task pr or asr")
+        task_options["normalize_layers"] = args.normalize_layers == "on"
     req = RunRequest(
         upstream=args.upstream, task=args.task, protocol=args.protocol, ckpt=args.ckpt,
         upstream_options=dict(args.option), dataset=args.dataset, profile=args.profile, data_root=args.data_root,
