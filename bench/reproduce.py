@@ -436,13 +436,29 @@ def render(rep: Reproduction, stages: list[Stage], command: str, invocation_seco
         "manifests": ", ".join(f"{k} {v[:12]}" for k, v in
                                rep.results.get("data", StageResult("data", "", 0, {})).outputs.get("manifests", {}).items()),
         "stages": [{"name": r.name, "status": r.status, "seconds": r.seconds, "note": _stage_note(r)} for r in results],
-        "notes": _notes(rep, left_out),
+        "notes": _notes(rep, left_out) + _commit_note(sorted(wanted)),
     }
     written["report.md"] = Path(atomic_write_text(out / "report.md", render_report(df, meta)))
     pd.DataFrame([{"stage": r.name, "status": r.status, "seconds": round(r.seconds, 1), "note": _stage_note(r)}
                   for r in results]).to_csv(out / "stages.csv", index=False)
     written["stages.csv"] = out / "stages.csv"
     return written
+
+
+def _commit_note(records: list[Path]) -> list[str]:
+    """Name the code versions behind the tables when a resumed reproduction spans several commits."""
+    commits: dict[str, int] = {}
+    for path in records:
+        try:
+            commit = str(json.loads(path.read_text()).get("git_commit") or "unknown")
+        except (OSError, ValueError):
+            continue
+        commits[commit[:12]] = commits.get(commit[:12], 0) + 1
+    if len(commits) < 2:
+        return []
+    parts = ", ".join(f"{c} ({n})" for c, n in sorted(commits.items(), key=lambda kv: -kv[1]))
+    return [f"The records come from {len(commits)} code versions (commit: records): {parts}. A finished stage is "
+            "not re-run when the code changes (use `--force`); each record names its commit and settings."]
 
 
 def _stage_note(r: StageResult) -> str:
