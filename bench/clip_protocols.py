@@ -38,7 +38,7 @@ _BUDGETS = {
     ("tiny", "finetune"): Budget(1, 1, 8),
     # mini: 5 epochs, patience 2. Measured on 2 CPU cores, one thread, bf16: ~200 s per ICBHI epoch
     # (650 training cycles of 8 s) for the mini ViT, so 12 epochs per upstream did not fit the
-    # reproduction's time box (README, "Fine-tuning on mini").
+    # reproduction's time box (README, "Quickstart and the full reproduction").
     ("mini", "finetune"): Budget(5, 2, 16),
     ("full", "finetune"): Budget(50, 10, 32),
 }

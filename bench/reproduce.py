@@ -377,7 +377,8 @@ class Reproduction:
                          ckpt=self._checkpoint_of(up) if f"pretrain-{up}" in self.results else None,
                          upstream_options=dict(p.get("upstream_options", {})),
                          profile=self.profile, data_root=self.data_root, results=str(self.out),
-                         lrs=p.get("lrs"), folds=p.get("folds"), precision=p.get("precision", "fp32"), cache_root=self.cache_root, progress=self.progress)
+                         lrs=p.get("lrs"), folds=p.get("folds"), precision=p.get("precision", "fp32"),
+                         cache_root=self.cache_root, progress=self.progress)
         record, path = run(req, log=lambda m: self.log(f"[{stage.name}] {m}"))
         outputs = {"record": str(Path(path).relative_to(self.out)), "score": record.score, "metric": record.metric,
                    "checkpoint_sha256": None, "identity": _key([record.score, record.metric]),
