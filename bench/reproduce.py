@@ -23,6 +23,7 @@ import platform
 import shlex
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -437,7 +438,7 @@ def render(rep: Reproduction, stages: list[Stage], command: str, invocation_seco
         "manifests": ", ".join(f"{k} {v[:12]}" for k, v in
                                rep.results.get("data", StageResult("data", "", 0, {})).outputs.get("manifests", {}).items()),
         "stages": [{"name": r.name, "status": r.status, "seconds": r.seconds, "note": _stage_note(r)} for r in results],
-        "notes": _notes(rep, left_out) + _commit_note(sorted(wanted)),
+        "notes": _notes(rep, left_out) + _commit_note(df["git_commit"]),
     }
     written["report.md"] = Path(atomic_write_text(out / "report.md", render_report(df, meta)))
     pd.DataFrame([{"stage": r.name, "status": r.status, "seconds": round(r.seconds, 1), "note": _stage_note(r)}
@@ -446,19 +447,13 @@ def render(rep: Reproduction, stages: list[Stage], command: str, invocation_seco
     return written
 
 
-def _commit_note(records: list[Path]) -> list[str]:
+def _commit_note(commits) -> list[str]:
     """Name the code versions behind the tables when a resumed reproduction spans several commits."""
-    commits: dict[str, int] = {}
-    for path in records:
-        try:
-            commit = str(json.loads(path.read_text()).get("git_commit") or "unknown")
-        except (OSError, ValueError):
-            continue
-        commits[commit[:12]] = commits.get(commit[:12], 0) + 1
-    if len(commits) < 2:
+    counts = Counter(str(c or "unknown")[:12] for c in commits)
+    if len(counts) < 2:
         return []
-    parts = ", ".join(f"{c} ({n})" for c, n in sorted(commits.items(), key=lambda kv: -kv[1]))
-    return [f"The records come from {len(commits)} code versions (commit: records): {parts}. A finished stage is "
+    parts = ", ".join(f"{c} ({n})" for c, n in counts.most_common())
+    return [f"The records come from {len(counts)} code versions (commit: records): {parts}. A finished stage is "
             "not re-run when the code changes (use `--force`); each record names its commit and settings."]
 
 

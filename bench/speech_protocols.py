@@ -437,9 +437,9 @@ def run_ctc(req, spec, protocol: str, upstream, device, log=print) -> PartialRes
     details = {
         **sources.details,
         "features": sources.frozen_kind,
-        "featurizer": ("weighted sum of all layers (s3prl Featurizer" + (", each layer layer-normed first)"
-                                                                         if normalize_layers else ")")
-                       if layer is None else f"layer {layer}, standardized"),
+        "featurizer": (f"layer {layer}, standardized" if layer is not None else
+                       "weighted sum of all layers (s3prl Featurizer, each layer layer-normed first)" if normalize_layers
+                       else "weighted sum of all layers (s3prl Featurizer)"),
         "normalize_layers": normalize_layers if layer is None else None,
         "selection_order": list(rank_keys),
         "layer": "weighted" if layer is None else layer,

@@ -43,7 +43,7 @@ def add_parser(sub) -> None:
                    help="asr: CTC decoding for the scores (default greedy; beam needs flashlight-text)")
     p.add_argument("--beam-size", type=int, default=None, help="asr with --decoder beam (default 5)")
     p.add_argument("--normalize-layers", choices=["on", "off"], default=None,
-                   help="pr/asr weighted: layer-norm each layer before the weighted sum (s3prl's "
+                   help="pr/asr weighted and finetune: layer-norm each layer before the weighted sum (s3prl's "
                         "upstream_feature_normalize; default off, on for mini ASR)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable audio files (counted in the record)")
     p.add_argument("--folds", nargs="+", default=None, metavar="FOLD",
