@@ -243,53 +243,151 @@ class Reproduction:
         return not rec or (self.out / rec).is_file()
 
     # -- running -------------------------------------------------------------------------------
-    def run(self, stages: list[Stage], render_only: bool = False) -> list[StageResult]:
-        """Run (or skip) every stage; with `render_only`, run nothing and mark unfinished stages "not run"."""
+    def run(self, stages: list[Stage], render_only: bool = False, jobs: int = 1) -> list[StageResult]:
+        """Run (or skip) every stage; with `render_only`, run nothing and mark unfinished stages "not run".
+
+        `jobs` > 1 runs independent stages at once in worker processes (see `_run_parallel`)."""
         names = {s.name for s in stages}
         unknown = self.force - names - {"all"}
         if unknown:
             raise UserError(f"--force: no stage named {', '.join(sorted(unknown))}; stages: {', '.join(s.name for s in stages)}")
-        for stage in stages:
-            missing = [n for n in stage.needs if n not in self.results or self.results[n].status in ("failed", "not run")]
-            if missing:
-                status = "not run" if render_only else "failed"
-                self.results[stage.name] = StageResult(stage.name, status, 0.0, {}, f"needs {', '.join(missing)}")
-                self.log(f"[reproduce] {stage.name}: not run (needs {', '.join(missing)})")
-                continue
-            key = self.stage_key(stage)
-            marker = self.read_marker(stage)
-            forced = "all" in self.force or stage.name in self.force
-            if (not forced and marker and marker.get("key") == key and stage.kind != "data"
-                    and self._outputs_intact(marker.get("outputs", {}), need_checkpoint=not render_only)):
-                self.results[stage.name] = StageResult(stage.name, "skipped", float(marker.get("seconds", 0.0)),
-                                                       marker["outputs"], marker.get("note", ""))
-                self.log(f"[reproduce] {stage.name}: up to date, skipped")
-                continue
-            if render_only and stage.kind != "data":
-                self.results[stage.name] = StageResult(stage.name, "not run", 0.0, {}, "no finished output")
-                self.log(f"[reproduce] {stage.name}: not run (--render-only)")
-                continue
-            self.log(f"[reproduce] {stage.name}: running")
-            t0 = time.perf_counter()
-            try:
-                outputs, note = getattr(self, f"_run_{stage.kind}")(stage, forced)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as exc:  # one failed evaluation must not lose the others; the report lists it
-                if stage.kind != "eval":
-                    raise
-                self.results[stage.name] = StageResult(stage.name, "failed", time.perf_counter() - t0, {},
-                                                       f"{type(exc).__name__}: {exc}")
-                self.log(f"[reproduce] {stage.name}: FAILED ({type(exc).__name__}: {exc})")
-                continue
-            seconds = outputs.pop("seconds", None) or (time.perf_counter() - t0)
-            res = StageResult(stage.name, "done", seconds, outputs, note)
-            self.results[stage.name] = res
-            atomic_write_json(self.marker_path(stage), {"stage": stage.name, "key": key, "params": stage.params,
-                                                        "outputs": outputs, "seconds": round(seconds, 2),
-                                                        "note": note, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-            self.log(f"[reproduce] {stage.name}: done in {seconds:.0f} s" + (f" ({note})" if note else ""))
+        if jobs > 1 and not render_only:
+            self._run_parallel(stages, jobs)
+        else:
+            for stage in stages:
+                key = self._prepare(stage, render_only)
+                if key is not None:
+                    self._execute_here(stage, key)
         return [self.results[s.name] for s in stages]
+
+    def _forced(self, stage: Stage) -> bool:
+        return "all" in self.force or stage.name in self.force
+
+    def _prepare(self, stage: Stage, render_only: bool = False) -> str | None:
+        """Settle a stage whose needs are settled without running it (skipped, not run, failed need), or
+        return its key when it has to run."""
+        missing = [n for n in stage.needs if n not in self.results or self.results[n].status in ("failed", "not run")]
+        if missing:
+            status = "not run" if render_only else "failed"
+            self.results[stage.name] = StageResult(stage.name, status, 0.0, {}, f"needs {', '.join(missing)}")
+            self.log(f"[reproduce] {stage.name}: not run (needs {', '.join(missing)})")
+            return None
+        key = self.stage_key(stage)
+        marker = self.read_marker(stage)
+        if (not self._forced(stage) and marker and marker.get("key") == key and stage.kind != "data"
+                and self._outputs_intact(marker.get("outputs", {}), need_checkpoint=not render_only)):
+            self.results[stage.name] = StageResult(stage.name, "skipped", float(marker.get("seconds", 0.0)),
+                                                   marker["outputs"], marker.get("note", ""))
+            self.log(f"[reproduce] {stage.name}: up to date, skipped")
+            return None
+        if render_only and stage.kind != "data":
+            self.results[stage.name] = StageResult(stage.name, "not run", 0.0, {}, "no finished output")
+            self.log(f"[reproduce] {stage.name}: not run (--render-only)")
+            return None
+        return key
+
+    def _execute_here(self, stage: Stage, key: str) -> None:
+        self.log(f"[reproduce] {stage.name}: running")
+        t0 = time.perf_counter()
+        try:
+            outputs, note = getattr(self, f"_run_{stage.kind}")(stage, self._forced(stage))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # one failed evaluation must not lose the others; the report lists it
+            if stage.kind != "eval":
+                raise
+            self._record_failure(stage, exc, time.perf_counter() - t0)
+            return
+        self._record_done(stage, key, outputs, note, time.perf_counter() - t0)
+
+    def _record_failure(self, stage: Stage, exc: BaseException, seconds: float) -> None:
+        self.results[stage.name] = StageResult(stage.name, "failed", seconds, {}, f"{type(exc).__name__}: {exc}")
+        self.log(f"[reproduce] {stage.name}: FAILED ({type(exc).__name__}: {exc})")
+
+    def _record_done(self, stage: Stage, key: str, outputs: dict, note: str, elapsed: float) -> None:
+        seconds = outputs.pop("seconds", None) or elapsed
+        self.results[stage.name] = StageResult(stage.name, "done", seconds, outputs, note)
+        atomic_write_json(self.marker_path(stage), {"stage": stage.name, "key": key, "params": stage.params,
+                                                    "outputs": outputs, "seconds": round(seconds, 2),
+                                                    "note": note, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        self.log(f"[reproduce] {stage.name}: done in {seconds:.0f} s" + (f" ({note})" if note else ""))
+
+    def _run_parallel(self, stages: list[Stage], jobs: int) -> None:
+        """Run stages `jobs` at a time in worker processes with cores // jobs threads each.
+
+        Most of the mini study is single-threaded work (frozen heads, CTC heads, DTW, fine-tuning with
+        one thread), so one job leaves a core idle most of the time. A stage starts once its needs are
+        settled; among ready stages pretraining goes first (it unblocks the most), then the longest
+        expected (`STAGE_MINUTES`), so that no long stage is left for the end. Two stages that would
+        extract the same upstream's features of the same dataset never run together: the second reads
+        the first's cache instead of computing it again. Data stages run here, in this process. A
+        failed pretraining stops new stages from starting, lets the running ones finish, then raises.
+        """
+        import concurrent.futures as cf
+        import multiprocessing
+
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        spec = {"out": str(self.out), "profile": self.profile, "runs": str(self.runs), "data_root": self.data_root,
+                "cache_root": self.cache_root, "progress": self.progress}
+        waiting = list(stages)
+        ready: list[tuple[Stage, str]] = []
+        running: dict[cf.Future, tuple[Stage, str, float]] = {}
+        fatal: BaseException | None = None
+        pool = cf.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                      initializer=_worker_init, initargs=(threads,))
+        try:
+            while waiting or ready or running:
+                for stage in [s for s in waiting if all(n in self.results for n in s.needs)]:
+                    waiting.remove(stage)
+                    key = self._prepare(stage)
+                    if key is None:
+                        continue
+                    if stage.kind == "data":
+                        self._execute_here(stage, key)
+                    else:
+                        ready.append((stage, key))
+                if any(all(n in self.results for n in s.needs) for s in waiting):
+                    continue  # a stage settled just now unblocked others: settle those before launching
+                busy = {_resource(s) for s, _, _ in running.values()} - {None}
+                for stage, key in sorted(ready, key=lambda sk: -_priority(sk[0])):
+                    if fatal is not None or len(running) >= jobs:
+                        break
+                    if _resource(stage) in busy:
+                        continue
+                    ready.remove((stage, key))
+                    busy.add(_resource(stage))
+                    self.log(f"[reproduce] {stage.name}: running (worker, {threads} thread{'s' * (threads > 1)})")
+                    needs = {n: self.results[n] for n in stage.needs}
+                    fut = pool.submit(_run_stage_in_worker, spec, stage, needs, self._forced(stage))
+                    running[fut] = (stage, key, time.perf_counter())
+                if not running:
+                    if fatal is not None:
+                        raise fatal
+                    if ready:  # cannot happen: a ready stage with nothing running is always launchable
+                        raise RuntimeError(f"scheduler stalled on {[s.name for s, _ in ready]}")
+                    if waiting:
+                        raise RuntimeError(f"stages wait for needs no stage provides: {[s.name for s in waiting]}")
+                    break
+                done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    stage, key, t0 = running.pop(fut)
+                    try:
+                        outputs, note = fut.result()
+                    except Exception as exc:
+                        if stage.kind != "eval":
+                            self.log(f"[reproduce] {stage.name}: FAILED ({type(exc).__name__}: {exc}); "
+                                     "waiting for the running stages, starting no new ones")
+                            fatal = fatal or exc
+                        else:
+                            self._record_failure(stage, exc, time.perf_counter() - t0)
+                        continue
+                    self._record_done(stage, key, outputs, note, time.perf_counter() - t0)
+            if fatal is not None:
+                raise fatal
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
 
     def _run_data(self, stage: Stage, forced: bool) -> tuple[dict, str]:
         """Always consulted: the builders themselves skip datasets whose manifests are current."""
@@ -389,6 +487,42 @@ class Reproduction:
         return outputs, ""
 
 
+# Rough minutes per evaluation on mini (2 CPU cores, one job), used only to start long stages first.
+STAGE_MINUTES = {("icbhi", "finetune"): 13, ("asr", "weighted"): 8, ("pr", "weighted"): 8, ("esc50", "finetune"): 5,
+                 ("icbhi", "weighted"): 3, ("speech_commands", "weighted"): 3, ("qbe", "dtw"): 1.5,
+                 ("esc50", "weighted"): 1}
+
+
+def _priority(stage: Stage) -> float:
+    if stage.kind == "pretrain":
+        return float("inf")
+    return STAGE_MINUTES.get((stage.params.get("task"), stage.params.get("protocol")), 0.5)
+
+
+def _resource(stage: Stage) -> tuple[str, str] | None:
+    """The feature cache an evaluation fills: its upstream's features of its task's dataset (fine-tuning reads
+    waveforms, so it fills none)."""
+    if stage.kind != "eval" or stage.params.get("protocol") == "finetune":
+        return None
+    return stage.params["upstream"], TASK_DATASET[stage.params["task"]]
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _run_stage_in_worker(spec: dict, stage: Stage, needs: dict, forced: bool) -> tuple[dict, str]:
+    """One stage in a worker process; the parent writes the done-marker from what this returns."""
+    rep = Reproduction(**spec, log=lambda m: print(m, file=sys.stderr, flush=True))
+    rep.results.update(needs)
+    t0 = time.perf_counter()
+    outputs, note = getattr(rep, f"_run_{stage.kind}")(stage, forced)
+    outputs.setdefault("seconds", time.perf_counter() - t0)
+    return outputs, note
+
+
 def _last_log_line(path: Path) -> dict:
     try:
         lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
@@ -473,7 +607,7 @@ def _notes(rep: Reproduction, left_out: list[str] = ()) -> list[str]:
         "Pretraining and evaluation ran on CPU; times are wall-clock seconds of each stage when it ran "
         "(a stage skipped on a later invocation keeps the time of the run that produced it).",
         "Fine-tuning (`finetune`) on the mini-benchmark uses one learning rate (3e-3 for the head, x0.1 for the "
-        "upstream), 5 epochs with patience 2, bf16 autocast and, for ESC-50, fold 1 only, to fit the CPU budget; frozen protocols sweep the default grid "
+        "upstream), 3 epochs, bf16 autocast and, for ESC-50, fold 1 only, to fit the CPU budget; frozen protocols sweep the default grid "
         "and ESC-50 frozen scores are the mean over its 5 folds (error bars: std over folds).",
         "`fbank` has no weights, so it has no fine-tuning row.",
         "Pretraining is shortened from the `mini` presets to fit the 3-hour CPU budget: m2d 400 steps (preset 1200), "
@@ -502,7 +636,9 @@ def reproduce(profile: str = "mini", out: str | Path | None = None, runs: str | 
               upstreams: tuple[str, ...] = UPSTREAMS, tasks: tuple[str, ...] | None = None,
               protocols: tuple[str, ...] | None = None, force: tuple[str, ...] = (), dry_run: bool = False,
               progress: bool = False, quick: bool = False, command: str | None = None, render_only: bool = False,
-              log: Callable[[str], None] = print) -> dict[str, Path]:
+              jobs: int = 1, log: Callable[[str], None] = print) -> dict[str, Path]:
+    if jobs < 1:
+        raise UserError(f"--jobs {jobs}: give 1 or more (stages run at once; one per CPU core at most pays)")
     stages = plan(profile, upstreams, tasks, protocols, quick=quick)
     rep = Reproduction(out or Path("results") / profile, profile, runs, data_root, cache_root, force, log, progress)
     if dry_run:
@@ -511,7 +647,7 @@ def reproduce(profile: str = "mini", out: str | Path | None = None, runs: str | 
             log(f"{s.name:40} {'done ' + m.get('finished', '') if m else 'to run'}")
         return {}
     t0 = time.perf_counter()
-    rep.run(stages, render_only=render_only)
+    rep.run(stages, render_only=render_only, jobs=jobs)
     command = command or ("bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     planned = {s.name for s in stages}
     left_out = [] if quick else [s.name for s in plan(profile) if s.name not in planned]

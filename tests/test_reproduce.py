@@ -173,6 +173,37 @@ def test_tiny_reproduction_end_to_end_then_skips_finished_stages(tiny_root, tmp_
     assert set(zip(rendered.upstream, rendered.task, rendered.protocol)) == set(zip(board.upstream, board.task, board.protocol))
 
 
+def test_parallel_jobs_run_every_stage_in_workers_and_leave_markers_a_serial_run_skips(tiny_root, tmp_path,
+                                                                                        monkeypatch, capsys):
+    monkeypatch.setenv("BENCH_RUNS", str(tmp_path / "runs"))
+    out = tmp_path / "results"
+    args = ["--profile", "tiny", "--out", str(out), "--data-root", str(tiny_root),
+            "--cache-root", str(tmp_path / "cache"), "--tasks", "icbhi", "qbe"]
+    assert _run(args + ["--jobs", "2"]) == 0
+    err = capsys.readouterr().err
+    stages = pd.read_csv(out / "stages.csv")
+    assert set(stages.status) == {"done"}, stages
+    assert err.count("running (worker, 1 thread)") == len(stages) - 1  # all but the data stage
+    # pretraining starts first and the baselines' evaluations run beside it
+    started = [line.split(":")[0].removeprefix("[reproduce] ") for line in err.splitlines() if "running (worker" in line]
+    assert started[0] == "pretrain-m2d" and started[1].startswith("eval-") and started[1].split("-")[1] in ("fbank", "random")
+    # finetune (longest) before the frozen protocols among the baselines' ready stages
+    assert started.index("eval-random-icbhi-finetune") < started.index("eval-random-icbhi-linear")
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert set(board.upstream) == {"fbank", "random", "m2d", "m2dx", "score"}
+    assert len(board) == len(stages) - 4  # one record per evaluation stage
+
+    assert _run(args) == 0  # one job: every stage the workers finished is skipped
+    err = capsys.readouterr().err
+    assert ": running" not in err.replace("data: running", "")
+    assert pd.read_csv(out / "leaderboard.csv").equals(board)
+
+
+def test_jobs_below_one_is_a_one_line_error(tmp_path, capsys):
+    assert _run(["--profile", "tiny", "--out", str(tmp_path / "r"), "--jobs", "0"]) == 2
+    assert "--jobs 0" in capsys.readouterr().err
+
+
 def test_unknown_forced_stage_is_a_one_line_error(tmp_path, capsys, monkeypatch, tiny_root):
     monkeypatch.setenv("BENCH_RUNS", str(tmp_path / "runs"))
     assert _run(["--profile", "tiny", "--out", str(tmp_path / "r"), "--data-root", str(tiny_root),
