@@ -17,4 +17,4 @@ quickstart: setup
 	bench quickstart
 
 reproduce: setup
-	bench reproduce --profile mini
+	bench reproduce --profile mini --jobs 2

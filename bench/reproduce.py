@@ -65,6 +65,8 @@ EVALUATIONS: dict[str, list[tuple[str, str, dict]]] = {
         ("icbhi", "finetune", {"lrs": [3e-3]}), ("esc50", "finetune", {"lrs": [3e-3], "folds": ["fold1"]}),
     ],
 }
+DATA_UNCHANGED = "data unchanged since the last run"  # the data stage's note when it only checked manifests
+INVOCATIONS = "invocations.jsonl"  # one line per `bench reproduce` that ran stages into this directory
 NO_FINETUNE = {"fbank"}  # nothing to fine-tune in a fixed filterbank
 # `random` must have the architecture the pretrained models have, or "M2D beats no pretraining" compares sizes
 UPSTREAM_OPTIONS = {"tiny": {"random": {"arch": "tiny"}}, "mini": {}}
@@ -401,6 +403,7 @@ class Reproduction:
         seconds = time.perf_counter() - t0
         if marker and marker.get("outputs", {}).get("manifests") == manifests:
             seconds = float(marker.get("seconds", seconds))  # the original build time, not the check
+            return {"manifests": manifests, "identity": _key(manifests), "seconds": seconds}, DATA_UNCHANGED
         return {"manifests": manifests, "identity": _key(manifests), "seconds": seconds}, ""
 
     def _checkpoint_of(self, name: str) -> str:
@@ -567,7 +570,7 @@ def render(rep: Reproduction, stages: list[Stage], command: str, invocation_seco
         "command": command,
         "git_commit": git_commit(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {_device_name()}, Python {platform.python_version()}",
-        "wall_time": f"{_fmt_seconds(total)} summed over stages (this invocation: {_fmt_seconds(invocation_seconds)})",
+        "wall_time": _wall_time(out, total, invocation_seconds),
         "profile": rep.profile,
         "manifests": ", ".join(f"{k} {v[:12]}" for k, v in
                                rep.results.get("data", StageResult("data", "", 0, {})).outputs.get("manifests", {}).items()),
@@ -579,6 +582,46 @@ def render(rep: Reproduction, stages: list[Stage], command: str, invocation_seco
                   for r in results]).to_csv(out / "stages.csv", index=False)
     written["stages.csv"] = out / "stages.csv"
     return written
+
+
+def log_invocation(out: Path, command: str, seconds: float, jobs: int, results: list[StageResult]) -> None:
+    """Append this invocation's elapsed time, so a re-render (or a resumed run) still knows the real wall
+    time; stage times alone overstate it when stages ran side by side (`--jobs`)."""
+    ran = [r.name for r in results if r.status in ("done", "failed") and r.note != DATA_UNCHANGED]
+    if not ran:
+        return
+    from .records import git_commit
+
+    entry = {"command": command, "seconds": round(seconds, 1), "jobs": jobs, "stages_run": len(ran),
+             "git_commit": git_commit(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / INVOCATIONS, "a") as fh:  # one short write per line: a crash leaves whole lines
+        fh.write(json.dumps(entry) + "\n")
+
+
+def _read_invocations(out: Path) -> list[dict]:
+    try:
+        lines = (out / INVOCATIONS).read_text().splitlines()
+    except OSError:
+        return []
+    entries = []
+    for line in lines:
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut short by a crash
+    return entries
+
+
+def _wall_time(out: Path, summed: float, invocation_seconds: float) -> str:
+    entries = _read_invocations(out)
+    if not entries:
+        return f"{_fmt_seconds(summed)} summed over stages (this invocation: {_fmt_seconds(invocation_seconds)})"
+    elapsed = sum(float(e.get("seconds", 0.0)) for e in entries)
+    jobs = sorted({int(e.get("jobs", 1)) for e in entries})
+    n = len(entries)
+    return (f"{_fmt_seconds(elapsed)} elapsed over the {n} invocation{'s' * (n > 1)} that ran stages into this "
+            f"directory (--jobs {'/'.join(map(str, jobs))}; `{INVOCATIONS}`); stage times summed: {_fmt_seconds(summed)}")
 
 
 def _commit_note(commits) -> list[str]:
@@ -647,8 +690,11 @@ def reproduce(profile: str = "mini", out: str | Path | None = None, runs: str | 
             log(f"{s.name:40} {'done ' + m.get('finished', '') if m else 'to run'}")
         return {}
     t0 = time.perf_counter()
-    rep.run(stages, render_only=render_only, jobs=jobs)
     command = command or ("bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    try:
+        rep.run(stages, render_only=render_only, jobs=jobs)
+    finally:  # an interrupted run's time counts too: its finished stages are kept
+        log_invocation(rep.out, command, time.perf_counter() - t0, jobs, list(rep.results.values()))
     planned = {s.name for s in stages}
     left_out = [] if quick else [s.name for s in plan(profile) if s.name not in planned]
     return render(rep, stages, command, time.perf_counter() - t0, left_out)

@@ -193,10 +193,16 @@ def test_parallel_jobs_run_every_stage_in_workers_and_leave_markers_a_serial_run
     assert set(board.upstream) == {"fbank", "random", "m2d", "m2dx", "score"}
     assert len(board) == len(stages) - 4  # one record per evaluation stage
 
+    ledger = [json.loads(line) for line in (out / "invocations.jsonl").read_text().splitlines()]
+    assert len(ledger) == 1 and ledger[0]["jobs"] == 2 and ledger[0]["stages_run"] == len(stages)
+    assert "elapsed over the 1 invocation that ran stages" in (out / "report.md").read_text()
+
     assert _run(args) == 0  # one job: every stage the workers finished is skipped
     err = capsys.readouterr().err
     assert ": running" not in err.replace("data: running", "")
     assert pd.read_csv(out / "leaderboard.csv").equals(board)
+    # only the data check ran: the ledger still holds just the run that did the work
+    assert len((out / "invocations.jsonl").read_text().splitlines()) == 1
 
 
 def test_jobs_below_one_is_a_one_line_error(tmp_path, capsys):
