@@ -63,7 +63,9 @@ def leaderboard(results_dir: str | Path, profile: str | None = None) -> pd.DataF
         return df
     if profile:
         df = df[df["profile"] == profile]
-    df = df.sort_values("created").drop_duplicates(_KEY, keep="last")
+    # newest record per key wins; records created in the same second are ordered by file name so the choice
+    # is the same on every call
+    df = df.sort_values(["created", "record"], kind="stable").drop_duplicates(_KEY, keep="last")
     # best first within each task/protocol, respecting the metric's direction
     df = df.assign(_rank=df["score"].where(df["higher_is_better"], -df["score"]))
     df = df.sort_values(["task", "protocol", "_rank"], ascending=[True, True, False]).drop(columns="_rank")

@@ -243,12 +243,13 @@ def test_report_is_rendered_only_from_this_runs_records(tmp_path):
     assert "code versions" not in (tmp_path / "report.md").read_text()  # one commit: nothing to say
 
     # a resumed reproduction whose records span two commits says so
-    older = write_record(ResultRecord("fbank", "esc50", "linear", "accuracy", 30.0), tmp_path)
+    # (another upstream than the stray record's: the same key in the same second would make it a duplicate)
+    older = write_record(ResultRecord("m2d", "esc50", "linear", "accuracy", 30.0), tmp_path)
     data = json.loads(older.read_text())
     older.write_text(json.dumps({**data, "git_commit": "0123456789abcdef"}))
-    rep.results["eval-fbank-esc50-linear"] = StageResult("eval-fbank-esc50-linear", "done", 1.0,
-                                                         {"record": str(older.relative_to(tmp_path))})
-    render(rep, [Stage("eval-random-esc50-linear", "eval"), Stage("eval-fbank-esc50-linear", "eval")],
+    rep.results["eval-m2d-esc50-linear"] = StageResult("eval-m2d-esc50-linear", "done", 1.0,
+                                                       {"record": str(older.relative_to(tmp_path))})
+    render(rep, [Stage("eval-random-esc50-linear", "eval"), Stage("eval-m2d-esc50-linear", "eval")],
            "bench reproduce", 0.0)
     report = (tmp_path / "report.md").read_text()
     assert "2 code versions" in report and "0123456789ab (1)" in report
