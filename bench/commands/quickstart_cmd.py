@@ -23,7 +23,8 @@ def add_common(p) -> None:
     p.add_argument("--progress", action="store_true", help="show progress bars")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="run up to N independent stages at once, each in its own process with cores/N threads "
-                        "(default 1; on 2 cores --jobs 2 roughly halves the time, since most stages are single-threaded)")
+                        "(default 1; on 2 cores --jobs 2 ran the quickstart plan 1.4x faster with identical scores: "
+                        "benchmarks/reproduce_jobs.py)")
 
 
 def add_parser(sub) -> None:
