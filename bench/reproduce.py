@@ -362,13 +362,11 @@ class Reproduction:
                     needs = {n: self.results[n] for n in stage.needs}
                     fut = pool.submit(_run_stage_in_worker, spec, stage, needs, self._forced(stage))
                     running[fut] = (stage, key, time.perf_counter())
-                if not running:
+                if not running:  # with nothing running every ready stage was launchable, so ready is empty
                     if fatal is not None:
                         raise fatal
-                    if ready:  # cannot happen: a ready stage with nothing running is always launchable
-                        raise RuntimeError(f"scheduler stalled on {[s.name for s, _ in ready]}")
-                    if waiting:
-                        raise RuntimeError(f"stages wait for needs no stage provides: {[s.name for s in waiting]}")
+                    for stage in waiting:  # needs that no stage of the plan provides: reported as one job would
+                        self._prepare(stage)
                     break
                 done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
                 for fut in done:
@@ -520,10 +518,7 @@ def _run_stage_in_worker(spec: dict, stage: Stage, needs: dict, forced: bool) ->
     """One stage in a worker process; the parent writes the done-marker from what this returns."""
     rep = Reproduction(**spec, log=lambda m: print(m, file=sys.stderr, flush=True))
     rep.results.update(needs)
-    t0 = time.perf_counter()
-    outputs, note = getattr(rep, f"_run_{stage.kind}")(stage, forced)
-    outputs.setdefault("seconds", time.perf_counter() - t0)
-    return outputs, note
+    return getattr(rep, f"_run_{stage.kind}")(stage, forced)
 
 
 def _last_log_line(path: Path) -> dict:
