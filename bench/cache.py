@@ -76,11 +76,17 @@ class CacheEntry:
         """`[examples, 2]`: first row and number of rows of each example."""
         return np.load(self.path / "index.npy")
 
-    def pooled(self) -> np.ndarray:
-        """`[examples, layers, dim]` float32 for entries with one row per example."""
+    def pooled(self, layer_normed: bool = False) -> np.ndarray:
+        """`[examples, layers, dim]` float32 for entries with one row per example; `layer_normed`: the
+        time mean of layer-normed frames (`bench.extract`), the normalised `weighted` head's input."""
         idx = self.index
         if not (idx[:, 1] == 1).all():
             raise ValueError(f"cache entry {self.path.name} holds frames, not pooled features")
+        if layer_normed:
+            m = self.meta
+            feats = np.memmap(self.path / "features_ln.f16", dtype=np.float16, mode="r",
+                              shape=(m["rows"], m["layers"], m["dim"]))
+            return np.asarray(feats[idx[:, 0]], dtype=np.float32)
         return np.asarray(self.features[idx[:, 0]], dtype=np.float32)
 
     def frames(self, i: int) -> np.ndarray:

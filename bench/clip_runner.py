@@ -43,9 +43,13 @@ def dataset_record(spec, req, directory, skipped) -> dict:
     }
 
 
+HEAD_OPTIONS = {"normalize_layers"}  # task options of the head alone: no effect on the data or the features
+
+
 def run_clip(req, spec, protocol, upstream, device, log=print) -> PartialResult:
+    data_options = {k: v for k, v in req.task_options.items() if k not in HEAD_OPTIONS}
     task = load_clip_task(req.task, req.dataset, profile=req.profile, root=req.data_root, skip_bad=req.skip_bad,
-                          **req.task_options)
+                          **data_options)
     if req.folds:
         known = [f.name for f in task.folds]
         unknown = sorted(set(req.folds) - set(known))
@@ -61,7 +65,7 @@ def run_clip(req, spec, protocol, upstream, device, log=print) -> PartialResult:
         material = {
             "upstream": {k: ident[k] for k in ("name", "options", "checkpoint_sha256")},
             "task": task.name,
-            "task_options": req.task_options,
+            "task_options": data_options,
             "dataset_manifest": dataset["manifest_sha256"],
             "settings": settings.key(),
         }
@@ -71,7 +75,15 @@ def run_clip(req, spec, protocol, upstream, device, log=print) -> PartialResult:
             [e.key for e in task.examples],
         )
         log(f"[run] embeddings {'reused from' if entry.hit else 'written to'} cache {entry.path}")
-        out = run_frozen(task, entry.pooled(), protocol, req.lrs, req.seed, req.layer, budget, req.progress)
+        # default: on when there are layers to mix (README, "Fair comparisons": measured on fbank, random, m2d)
+        normalize = protocol == "weighted" and bool(req.task_options.get("normalize_layers", upstream.num_layers > 1))
+        out = run_frozen(task, entry.pooled(layer_normed=normalize), protocol, req.lrs, req.seed, req.layer, budget,
+                         req.progress)
+        if protocol == "weighted":
+            out.details["normalize_layers"] = normalize
+            out.details["featurizer"] = ("softmax-weighted sum of all layers, each frame layer-normed first (s3prl's "
+                                         "upstream_feature_normalize)" if normalize else
+                                         "softmax-weighted sum of all raw layers (s3prl Featurizer default)")
         out.details["cache"] = {"hit": entry.hit, "key": entry.meta["key"][:16],
                                 "extract_seconds": entry.meta.get("build_seconds")}
     else:

@@ -3,7 +3,11 @@
 Features are written as they are produced into one float16 array of rows `[rows, layers, dim]`
 with an index (`start`, `length` per example), so memory stays bounded by one batch whatever the
 dataset size. `pooling="mean"` stores one row per example (the time mean of every layer over valid
-frames); `pooling="frames"` stores every valid frame. Audio for the next batch is read in a
+frames); `pooling="frames"` stores every valid frame. With `pooling="mean"` a second array,
+`features_ln.f16`, holds the time mean of each layer after layer-normalising every frame (s3prl's
+`upstream_feature_normalize`): the `weighted` head's normalised input. Layer norm acts on frames, so
+it cannot be applied to the pooled rows afterwards; everything after it in the SUPERB clip head is
+linear, so the mean of normed frames is exactly what that head sees (tasks/heads.py). Audio for the next batch is read in a
 background thread while the model runs.
 """
 
@@ -17,6 +21,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from tasks.audio import fixed_length
@@ -42,7 +47,7 @@ class ExtractionSettings:
 
     def key(self) -> dict:
         return {"pooling": self.pooling, "clip_seconds": self.clip_seconds, "pad_mode": self.pad_mode,
-                "precision": self.precision}
+                "precision": self.precision, "layer_normed_mean": self.pooling == "mean"}
 
 
 def autocast_context(device: torch.device, precision: str):
@@ -86,10 +91,12 @@ def extract_to(
         raise ValueError(f"{upstream.name}: layers of different widths {upstream.hidden_sizes} cannot be cached together")
     index = np.zeros((len(examples), 2), dtype=np.int64)  # start row, rows
     rows = 0
+    pooled = settings.pooling == "mean"
     device = upstream.device
     bar = tqdm(total=round(sum(lengths) / sr), unit="audio-s", desc=f"extract {upstream.name}", disable=not progress,
                leave=False)
-    with open(directory / "features.f16", "wb") as fh, ThreadPoolExecutor(max_workers=1) as pool:
+    with open(directory / "features.f16", "wb") as fh, ThreadPoolExecutor(max_workers=1) as pool, \
+            (open(directory / "features_ln.f16", "wb") if pooled else contextlib.nullcontext()) as fh_ln:
         pending = pool.submit(load_batch, examples, batches[0], sr, settings) if batches else None
         for b, idx in enumerate(batches):
             wavs = pending.result()
@@ -100,8 +107,11 @@ def extract_to(
             states = torch.stack([h.float() for h in out.hidden_states], dim=2)  # [B, T, L, D]
             for j, i in enumerate(idx):
                 n = int(out.lengths[j])
-                if settings.pooling == "mean":
+                if pooled:
                     feats = masked_mean(states[j : j + 1].flatten(2), out.lengths[j : j + 1]).view(1, n_layers, dim)
+                    normed = F.layer_norm(states[j : j + 1, :n], (dim,))
+                    feats_ln = normed.mean(1).view(1, n_layers, dim).cpu().numpy().astype(np.float16)
+                    fh_ln.write(feats_ln.tobytes())
                 else:
                     feats = states[j, :n]
                 arr = feats.cpu().numpy().astype(np.float16)

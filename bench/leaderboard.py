@@ -1,9 +1,12 @@
 """Aggregate result records into one leaderboard table (pandas).
 
-One row per (upstream, checkpoint, options, task, protocol, dataset): the most recent record of
-that combination wins, so re-running a configuration replaces its row while different checkpoints
-or datasets (tiny vs mini vs a real corpus) stay apart. Columns start with
-`upstream,task,protocol,metric,score` (the contract other tools read).
+One row per (upstream, checkpoint, options, task, protocol, dataset, folds, seeds): the most recent
+record of that combination wins, so re-running a configuration replaces its row while different
+checkpoints, datasets (tiny vs mini vs a real corpus), fold subsets or seed sets stay apart. Columns
+start with `upstream,task,protocol,metric,score` (the contract other tools read), then the seed
+statistics `n_seeds,score_std,ci95_low,ci95_high` (`bench.stats`: std over seeds; t-interval over the
+seed x fold units, `ci_method` says over how many). `pool_seeds` merges rows that differ only in
+the pretraining seed behind them (one checkpoint per seed in `bench reproduce --seeds N`).
 """
 
 from __future__ import annotations
@@ -16,26 +19,52 @@ import pandas as pd
 from upstreams.fileio import atomic_path
 
 from .records import read_records
+from .stats import Unit, summarise_units
 
-__all__ = ["COLUMNS", "leaderboard", "write_csv"]
+__all__ = ["COLUMNS", "leaderboard", "write_csv", "record_units", "pool_seeds"]
 
 COLUMNS = [
-    "upstream", "task", "protocol", "metric", "score", "std", "higher_is_better", "split",
-    "dataset", "profile", "manifest_sha256", "checkpoint_sha256", "upstream_options", "lr", "seed",
+    "upstream", "task", "protocol", "metric", "score", "n_seeds", "score_std", "ci95_low", "ci95_high", "ci_method",
+    "std", "higher_is_better", "split",
+    "dataset", "profile", "manifest_sha256", "checkpoint_sha256", "upstream_options", "lr", "seed", "seeds", "folds",
     "selected_on", "wall_time_s", "peak_memory_mb", "git_commit", "created", "record",
 ]
-_KEY = ["upstream", "checkpoint_sha256", "upstream_options", "task", "protocol", "manifest_sha256"]
+_KEY = ["upstream", "checkpoint_sha256", "upstream_options", "task", "protocol", "manifest_sha256", "folds", "seeds"]
+
+
+def record_units(rec: dict) -> list[Unit]:
+    """The record's (seed, fold) units; records written before seeds existed give theirs from the folds."""
+    sec = rec.get("secondary") or {}
+    if sec.get("units"):
+        return [Unit.from_dict(u) for u in sec["units"]]
+    seed = int(rec.get("seed") or 0)
+    folds = (rec.get("details") or {}).get("per_fold")
+    if folds:
+        return [Unit(seed, str(f["fold"]), float(f["test"])) for f in folds]
+    extra = tuple(sorted((k, float(v)) for k, v in sec.items()
+                         if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v))
+    return [Unit(seed, "test", float(rec["score"]), extra)]
+
+
+def _stats_columns(units: list[Unit]) -> dict:
+    s = summarise_units(units)
+    nan = lambda v: None if v != v else v  # noqa: E731
+    return {"n_seeds": s.n_seeds, "score_std": nan(s.score_std), "ci95_low": nan(s.ci95_low),
+            "ci95_high": nan(s.ci95_high), "ci_method": s.method}
 
 
 def _row(rec: dict) -> dict:
     ds = rec.get("dataset") or {}
     sec = rec.get("secondary") or {}
+    units = record_units(rec)
+    folds = sorted({u.fold for u in units})
     return {
         "upstream": rec["upstream"],
         "task": rec["task"],
         "protocol": rec["protocol"],
         "metric": rec["metric"],
         "score": float(rec["score"]),
+        **_stats_columns(units),
         "std": sec.get("std"),
         "higher_is_better": bool(rec.get("higher_is_better", True)),
         "split": rec.get("split", ""),
@@ -52,13 +81,16 @@ def _row(rec: dict) -> dict:
         "git_commit": rec.get("git_commit", ""),
         "created": rec.get("created", ""),
         "record": rec.get("_path", ""),
+        "folds": " ".join(folds),
+        "seeds": " ".join(str(s) for s in sorted({u.seed for u in units})),
+        "units": units,
     }
 
 
 def leaderboard(results_dir: str | Path, profile: str | None = None) -> pd.DataFrame:
     """The leaderboard of `results_dir` (optionally one data profile), sorted by task, protocol, score."""
     rows = [_row(r) for r in read_records(results_dir)]
-    df = pd.DataFrame(rows, columns=COLUMNS)
+    df = pd.DataFrame(rows, columns=COLUMNS + ["units"])
     if df.empty:
         return df
     if profile:
@@ -72,7 +104,40 @@ def leaderboard(results_dir: str | Path, profile: str | None = None) -> pd.DataF
     return df.reset_index(drop=True)
 
 
+def pool_seeds(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (upstream, task, protocol, dataset) from rows that differ only in the checkpoint or
+    options their seed gave them (a pretraining run per seed, the step-0 twin of each): units are
+    concatenated and the statistics recomputed. Checkpoints and records are listed, `;`-separated."""
+    if df.empty:
+        return df
+    out = []
+    for _, g in df.groupby(["upstream", "task", "protocol", "manifest_sha256", "folds"], sort=False):
+        if len(g) == 1:
+            out.append(g.iloc[0].to_dict())
+            continue
+        units = [u for us in g["units"] for u in us]
+        seeds = sorted({u.seed for u in units})
+        if len(seeds) * len({u.fold for u in units}) != len(units):
+            raise ValueError(f"cannot pool {g.iloc[0]['upstream']} / {g.iloc[0]['task']} / {g.iloc[0]['protocol']}: "
+                             f"two rows share a seed ({', '.join(g['seeds'])})")
+        row = g.iloc[0].to_dict()
+        stds = [float(x) for x in g["std"] if x is not None and x == x]
+        row.update(**_stats_columns(units), score=summarise_units(units).score, units=units,
+                   seeds=" ".join(map(str, seeds)), seed=None, lr=None,
+                   std=sum(stds) / len(stds) if stds else None,
+                   checkpoint_sha256=";".join(str(c) for c in g["checkpoint_sha256"]),
+                   upstream_options=";".join(g["upstream_options"]), record=";".join(map(str, g["record"])),
+                   wall_time_s=float(sum(g["wall_time_s"])),
+                   git_commit=";".join(sorted({str(c) for c in g["git_commit"]})),
+                   created=max(g["created"]))
+        out.append(row)
+    pooled = pd.DataFrame(out, columns=df.columns)
+    pooled = pooled.assign(_rank=pooled["score"].where(pooled["higher_is_better"], -pooled["score"]))
+    pooled = pooled.sort_values(["task", "protocol", "_rank"], ascending=[True, True, False]).drop(columns="_rank")
+    return pooled.reset_index(drop=True)
+
+
 def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
     with atomic_path(path, suffix=".csv") as tmp:
-        df.to_csv(tmp, index=False, float_format="%.6g")
+        df[[c for c in COLUMNS if c in df.columns]].to_csv(tmp, index=False, float_format="%.6g")
     return Path(path)

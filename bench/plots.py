@@ -49,9 +49,7 @@ def heatmap(df: pd.DataFrame, path: str | Path, title: str = "Leaderboard") -> P
             score[i, c] = r["score"]
             rel = 0.5 if hi == lo else (r["score"] - lo) / (hi - lo)
             colour[i, c] = rel if hib else 1 - rel
-            std = r.get("std")
-            text[i][c] = fmt_score(r["metric"], r["score"]) + (
-                f"\n±{fmt_score(r['metric'], std)}" if std is not None and std == std else "")
+            text[i][c] = fmt_score(r["metric"], r["score"]) + _spread_text(r)
     fig, ax = plt.subplots(figsize=(1.3 + 1.25 * len(cols), 1.0 + 0.55 * len(rows)))
     ax.imshow(np.ma.masked_invalid(colour), cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
     for i in range(len(rows)):
@@ -62,7 +60,8 @@ def heatmap(df: pd.DataFrame, path: str | Path, title: str = "Leaderboard") -> P
     ax.set_xticks(range(len(cols)), cols, fontsize=7)
     ax.set_yticks(range(len(rows)), rows, fontsize=8)
     ax.set_title(title, fontsize=10)
-    ax.set_xlabel("colour: position within each column, green = best", fontsize=7)
+    ax.set_xlabel("colour: position within each column, green = best; [a, b]: 95 % t-interval over seed x fold units "
+                  "(± fold std with one unit per fold only)", fontsize=7)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -79,17 +78,31 @@ def task_bars(df: pd.DataFrame, task: str, path: str | Path) -> Path:
     for k, prot in enumerate(protocols):
         p = sub[sub["protocol"] == prot].set_index("upstream")
         x = np.arange(len(ups)) + k * width
-        vals = [p["score"].get(u, np.nan) for u in ups]
-        errs = [p["std"].get(u, np.nan) if "std" in p else np.nan for u in ups]
-        errs = [e if e is not None else np.nan for e in errs]
-        ax.bar(x, vals, width, yerr=np.nan_to_num(np.asarray(errs, dtype=float)), capsize=3, label=prot)
+        vals = np.array([p["score"].get(u, np.nan) for u in ups], dtype=float)
+        lo = np.array([_num(p["ci95_low"].get(u)) if "ci95_low" in p else np.nan for u in ups], dtype=float)
+        hi = np.array([_num(p["ci95_high"].get(u)) if "ci95_high" in p else np.nan for u in ups], dtype=float)
+        errs = np.nan_to_num(np.vstack([vals - lo, hi - vals]))
+        ax.bar(x, vals, width, yerr=np.clip(errs, 0, None), capsize=3, label=prot)
     ax.set_xticks(np.arange(len(ups)) + 0.4 - width / 2, ups)
     metric = sub["metric"].iloc[0]
     ax.set_ylabel(metric + (" (higher is better)" if bool(sub["higher_is_better"].iloc[0]) else " (lower is better)"))
-    ax.set_title(task)
+    ax.set_title(f"{task} (error bars: 95 % t-interval over seed x fold units)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _num(v) -> float:
+    return np.nan if v is None else float(v)
+
+
+def _spread_text(r) -> str:
+    """`[low, high]` for the 95 % interval when there is one, else `±std` over folds, else nothing."""
+    lo, hi = _num(r.get("ci95_low")), _num(r.get("ci95_high"))
+    if lo == lo and hi == hi:
+        return f"\n[{fmt_score(r['metric'], lo)}, {fmt_score(r['metric'], hi)}]"
+    std = _num(r.get("std"))
+    return f"\n±{fmt_score(r['metric'], std)}" if std == std else ""
 
 
 def _save(fig, path: str | Path) -> Path:

@@ -13,6 +13,12 @@ the real corpus) count with the default score -10, i.e. as misses (`score-TWV-Cn
 reported as a secondary number. ATWV uses s3prl's YES decisions (z-score > 2). The chosen layer's
 `benchmark.stdlist.xml` for dev and eval is written under `<results>/qbe/<upstream>/<run>/` so
 that anyone with the official scorer can check the numbers.
+
+Position removal (`task_options["position_removal"]`, default on): for an upstream that encodes in
+independent windows (`frames_per_window` set, the M2D ViTs) the mean frame at each within-window
+position, taken over the split's own queries and documents, is subtracted per layer before
+scoring (`tasks.qbe.remove_position_mean`, whose docstring says why); the cached frames are never
+changed. Upstreams without windows (fbank) are scored exactly as before.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from tasks.clip_tasks import dataset_identity
 from tasks.data.build import manifest_hash
 from tasks.datasets.quesst14 import QbESplit, find_root, load_quesst14
 from tasks.metrics.twv import QUESST2014, load_groundtruth, score_matrix
-from tasks.qbe import DECISION_THRESHOLD, qbe_scores, write_stdlist
+from tasks.qbe import DECISION_THRESHOLD, position_variance_fraction, qbe_scores, remove_position_mean, write_stdlist
 
 from .cache import CacheEntry, EmbeddingCache
 from .clip_runner import PartialResult, dataset_record
@@ -132,10 +138,26 @@ def run_qbe(req, spec, protocol: str, upstream, device, log=print) -> PartialRes
     names = {s: feats.names(s) for s in splits}
     doc_names = feats.names("docs")
     gts = {s: load_groundtruth(splits[s].ground_truth_dir) for s in splits}
+    removal = bool(req.task_options.get("position_removal", True))
+    window = getattr(upstream, "frames_per_window", None)
+    position = {}  # (split, layer) -> summary of the position statistic
+
+    def layer_features(split: str, layer: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The split's queries and the documents; position mean removed over both (this split only)."""
+        queries, docs = feats.layer(split, layer), feats.layer("docs", layer)
+        if window is None:
+            return queries, docs
+        if not removal:  # still report how much of the variance is position
+            fraction = round(position_variance_fraction([*queries, *docs], window), 4)
+            position[split, layer] = {"before": fraction, "after": fraction}
+            return queries, docs
+        pr = remove_position_mean([*queries, *docs], window)
+        position[split, layer] = {"before": round(pr.variance_before, 4), "after": round(pr.variance_after, 4)}
+        return pr.features[: len(queries)], pr.features[len(queries) :]
 
     def score_layer(split: str, layer: int) -> tuple[torch.Tensor, dict, float]:
         t0 = time.perf_counter()
-        scores = qbe_scores(feats.layer(split, layer), feats.layer("docs", layer))
+        scores = qbe_scores(*layer_features(split, layer))
         seconds = time.perf_counter() - t0
         return scores, _twv(gts[split], names[split], doc_names, scores.numpy()), seconds
 
@@ -145,10 +167,31 @@ def run_qbe(req, spec, protocol: str, upstream, device, log=print) -> PartialRes
         dev_scores[layer], dev_mtwv[layer] = scores, res["mtwv"]
         per_layer.append({"layer": layer, "dev_mtwv": round(res["mtwv"], 4), "dev_atwv": round(res["atwv"], 4),
                           "dtw_seconds": round(seconds, 2)})
-        log(f"[run] qbe layer {layer}: dev MTWV {res['mtwv']:.4f} ({seconds:.1f} s)")
+        pos = position.get(("dev", layer))
+        if pos:
+            per_layer[-1]["position_variance"] = dict(pos)
+        log(f"[run] qbe layer {layer}: dev MTWV {res['mtwv']:.4f} ({seconds:.1f} s)"
+            + (f", position variance {pos['before']:.3f} -> {pos['after']:.3f}" if pos else ""))
     best = max(dev_mtwv, key=lambda layer: (dev_mtwv[layer], -layer))
     dev_res = _twv(gts["dev"], names["dev"], doc_names, dev_scores[best].numpy())
     eval_scores, eval_res, eval_seconds = score_layer("eval", best)
+    if window is None:
+        method = "none (the upstream encodes without windows)"
+    elif removal:
+        method = ("per layer and split, subtract the mean frame at each within-window position (frame t -> t % "
+                  "frames_per_window) over the split's queries and documents, overall mean kept")
+    else:
+        method = "off (--position-removal off)"
+    position_record = {
+        "enabled": removal, "applied": removal and window is not None, "method": method,
+        "frames_per_window": window,
+        "variance_fraction": None if window is None else {
+            "definition": "share of the standardised variance (mean over dims of between-position / total sum "
+                          "of squares) over the split's queries and documents",
+            "dev": [{"layer": layer, **position["dev", layer]} for layer in range(upstream.num_layers)],
+            "eval": {"layer": best, **position["eval", best]},
+        },
+    }
 
     details = {
         "per_layer": per_layer,
@@ -157,6 +200,7 @@ def run_qbe(req, spec, protocol: str, upstream, device, log=print) -> PartialRes
         "scoring": {"distance": "cosine-exp, min-max normalised per query frame",
                     "dtw": "subsequence, asymmetric steps",
                     "feature_normalization": "standardised over all queries and documents of the split",
+                    "position_removal": position_record,
                     "score_normalization": "per-query z-score", "yes_threshold": DECISION_THRESHOLD,
                     "default_score": DEFAULT_SCORE, "costs": {"p_target": QUESST2014.p_target,
                                                               "c_miss": QUESST2014.c_miss, "c_fa": QUESST2014.c_fa}},

@@ -48,6 +48,7 @@ class ResultRecord:
     selection: dict[str, Any] = field(default_factory=dict)  # {"on": "validation", "grid": [...], "chosen": {...}}
     lr: float | None = None
     seed: int = 0
+    seeds: list[int] = field(default_factory=list)  # every head seed behind `score` (its mean); [seed] for one
     upstream_options: dict[str, Any] = field(default_factory=dict)
     checkpoint: str | None = None
     checkpoint_sha256: str | None = None
@@ -119,9 +120,23 @@ def _slug(s: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in s)[:80]
 
 
+def portable_paths(obj, base: Path | None = None):
+    """`obj` with every string naming a path under `base` (default: the working directory) made relative
+    to it, so records of runs inside a checkout read the same on every machine (the sha256 fields stay the
+    identity). Paths outside `base` are kept as given."""
+    prefix = str((base or Path.cwd()).resolve()) + os.sep
+    if isinstance(obj, dict):
+        return {k: portable_paths(v, base) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [portable_paths(v, base) for v in obj]
+    if isinstance(obj, str) and obj.startswith(prefix):
+        return obj[len(prefix):]
+    return obj
+
+
 def write_record(record: ResultRecord, results_dir: str | Path) -> Path:
     """Write `record` as a new JSON file under `<results_dir>/records/<task>/`; returns its path."""
-    d = record.to_dict()
+    d = portable_paths(record.to_dict())
     missing = [k for k in REQUIRED if d.get(k) in (None, "")]
     if missing:
         raise ValueError(f"result record lacks {', '.join(missing)}")

@@ -1,9 +1,10 @@
 """The claims report: what the papers say beside what this run measured.
 
-Each claim is checked against the leaderboard with the same direction-aware comparison, and the
-report says plainly whether the measurement supports it at this scale, or that it cannot tell
-(both upstreams at chance level, or closer than the fold-to-fold spread). Numbers quoted from the
-papers are in `PAPER_CLAIMS` with their source.
+Each claim is a paired t-test (`bench.stats.paired_test`) of an upstream against its control over
+the (seed, fold) units both were scored on. It "holds" only at p < 0.05 in the paper's direction,
+is "reversed" when significant the other way, and is "inconclusive" otherwise (or when both
+upstreams are at chance level). Numbers quoted from the papers are in `PAPER_CLAIMS` with their
+source.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .plots import fmt_score
+from .stats import ALPHA, Paired, min_detectable_difference, paired_test
 
-__all__ = ["PAPER_CLAIMS", "relative_improvement", "claims_table", "render_report"]
+__all__ = ["PAPER_CLAIMS", "relative_improvement", "claims_table", "compare", "claim_metric", "power_table",
+           "render_report"]
 
 # (task, metric): value reported by the papers, for the report's "paper" column
 PAPER_CLAIMS = {
@@ -41,9 +44,16 @@ class Claim:
     task: str
     protocol: str
     paper: str
-    measured: str
-    holds: bool | None  # None: a tie, undefined, or too close / too degenerate to judge (see `why`)
-    why: str = ""  # why a claim is not judged, shown in the report
+    a: str  # upstream expected to be better
+    b: str  # its control
+    metric: str
+    test: Paired | None
+    verdict: str  # holds | reversed | inconclusive
+    why: str = ""  # why inconclusive (beyond p >= 0.05), shown in the report
+
+    @property
+    def holds(self) -> bool | None:
+        return {"holds": True, "reversed": False}.get(self.verdict)
 
 
 # Scores at which a task was not learned at all: CTC error rates near 100 % (the blank plateau, or
@@ -51,19 +61,8 @@ class Claim:
 # system scores exactly 0). Two upstreams both beyond these say nothing about which one is better.
 _NOT_LEARNED = {"per": lambda v: v >= 90.0, "wer": lambda v: v >= 90.0, "cer": lambda v: v >= 90.0,
                 "mtwv": lambda v: v <= 0.01, "atwv": lambda v: v <= 0.01}
-
-
-def _unjudgeable(a, b) -> str:
-    """Why the comparison of rows `a` and `b` cannot support or refute a claim ("" if it can)."""
-    floor = _NOT_LEARNED.get(str(a.metric))
-    if floor and floor(a.score) and floor(b.score):
-        return "inconclusive: neither learned the task (both at chance level)"
-    if a.score == b.score:
-        return "tie"
-    sds = [float(x) for x in (a.get("std"), b.get("std")) if x is not None and x == x]
-    if len(sds) == 2 and abs(a.score - b.score) < max(sds):
-        return "inconclusive: difference smaller than the std over folds"
-    return ""
+_ERROR_RATES = {"per", "wer", "cer"}
+WER_SATURATED = 90.0  # mini ASR: when every upstream's WER is at or above this, claims use CER
 
 
 def _score(df: pd.DataFrame, upstream: str, task: str, protocol: str):
@@ -73,39 +72,77 @@ def _score(df: pd.DataFrame, upstream: str, task: str, protocol: str):
     return row.iloc[0]
 
 
-def _verdict(a, b, better: bool) -> tuple[bool | None, str]:
-    why = _unjudgeable(a, b)
-    return (None, why) if why else (better, "")
+def claim_metric(df: pd.DataFrame, task: str, protocol: str) -> str | None:
+    """None = the headline metric; "cer" for ASR when every upstream's WER is saturated (>= 90)."""
+    rows = df[(df.task == task) & (df.protocol == protocol)]
+    if task == "asr" and not rows.empty and (rows.score >= WER_SATURATED).all():
+        if all("cer" in dict(u.extra) for us in rows["units"] for u in us):
+            return "cer"
+    return None
+
+
+def compare(a, b, metric: str | None = None) -> tuple[Paired, str, str]:
+    """Paired test of row `a` against its control `b`: (test, verdict, why)."""
+    test = paired_test(a["units"], b["units"], metric)
+    name = metric or str(a.metric)
+    floor = _NOT_LEARNED.get(name)
+    if floor and floor(test.mean_a) and floor(test.mean_b):
+        return test, "inconclusive", "neither learned the task (both at chance level)"
+    if not test.significant():
+        return test, "inconclusive", test.why or f"p = {test.p:.2g} >= {ALPHA}"
+    higher_is_better = bool(a.higher_is_better) if metric is None else metric not in _ERROR_RATES
+    better = test.diff > 0 if higher_is_better else test.diff < 0
+    return test, ("holds" if better else "reversed"), ""
+
+
+def _claim(df, text, task, protocol, paper, a_name, b_name) -> Claim | None:
+    a, b = _score(df, a_name, task, protocol), _score(df, b_name, task, protocol)
+    if a is None or b is None:
+        return None
+    metric = claim_metric(df, task, protocol)
+    test, verdict, why = compare(a, b, metric)
+    return Claim(text, task, protocol, paper, a_name, b_name, metric or str(a.metric), test, verdict, why)
 
 
 def claims_table(df: pd.DataFrame) -> list[Claim]:
-    out: list[Claim] = []
+    """The papers' claims, each a paired test over the seed x fold units both upstreams share."""
+    out: list[Claim | None] = []
     for (task, protocol), _ in df.groupby(["task", "protocol"]):
-        a, b = _score(df, "m2d", task, protocol), _score(df, "random", task, protocol)
-        if a is not None and b is not None:
-            better = a.score > b.score if a.higher_is_better else a.score < b.score
-            out.append(Claim("M2D beats no pretraining (random)", task, protocol, "M2D > random",
-                             f"m2d {fmt_score(a.metric, a.score)} vs random {fmt_score(b.metric, b.score)}",
-                             *_verdict(a, b, bool(better))))
+        out.append(_claim(df, "M2D beats its step-0 twin (random)", task, protocol, "M2D > random", "m2d", "random"))
     for protocol in sorted(df[df.task == "icbhi"].protocol.unique()):
-        a, b = _score(df, "m2dx", "icbhi", protocol), _score(df, "m2d", "icbhi", protocol)
-        if a is not None and b is not None:
-            out.append(Claim("M2D-X with background noise beats M2D on respiratory sounds", "icbhi", protocol,
-                             f"{PAPER_CLAIMS['icbhi']['m2dx']} vs {PAPER_CLAIMS['icbhi']['m2d']}",
-                             f"m2dx {a.score:.2f} vs m2d {b.score:.2f}",
-                             *_verdict(a, b, bool(a.score > b.score))))
+        out.append(_claim(df, "M2D-X with background noise beats M2D on respiratory sounds", "icbhi", protocol,
+                          f"{PAPER_CLAIMS['icbhi']['m2dx']} vs {PAPER_CLAIMS['icbhi']['m2d']}", "m2dx", "m2d"))
     for task, paper_rel in PAPER_CLAIMS["score_relative"].items():
         for protocol in sorted(df[df.task == task].protocol.unique()):
-            a, b = _score(df, "score", task, protocol), _score(df, "m2d", task, protocol)
-            if a is None or b is None:
-                continue
-            rel = relative_improvement(b.score, a.score, bool(a.higher_is_better))
-            out.append(Claim("SCORE improves content tasks over its base", task, protocol,
-                             f"+{paper_rel:.2f} % relative (HuBERT base)",
-                             f"{rel:+.2f} % relative (score {fmt_score(a.metric, a.score)} vs m2d "
-                             f"{fmt_score(b.metric, b.score)} {a.metric})",
-                             *((None, "undefined") if rel != rel else _verdict(a, b, bool(rel > 0)))))
-    return out
+            out.append(_claim(df, "SCORE improves content tasks over its base", task, protocol,
+                              f"+{paper_rel:.2f} % relative (HuBERT base)", "score", "m2d"))
+    return [c for c in out if c is not None]
+
+
+def power_table(df: pd.DataFrame, seeds: int = 3) -> list[dict]:
+    """Per task and protocol: the spread of paired differences (m2d - random, the study's main pair)
+    and the smallest difference a paired test detects at p < 0.05 with 80 % power, with the units
+    this study has and with `seeds` seeds."""
+    import numpy as np
+
+    rows = []
+    for (task, protocol), g in df.groupby(["task", "protocol"]):
+        a, b = _score(g, "m2d", task, protocol), _score(g, "random", task, protocol)
+        if a is None or b is None:
+            continue
+        metric = claim_metric(df, task, protocol)
+        ka = {(u.seed, u.fold): u.value(metric) for u in a["units"]}
+        kb = {(u.seed, u.fold): u.value(metric) for u in b["units"]}
+        shared = sorted(set(ka) & set(kb))
+        if len(shared) < 2:
+            continue
+        d = np.array([ka[k] - kb[k] for k in shared])
+        folds = len({f for _, f in shared})
+        sd = float(d.std(ddof=1))
+        rows.append({"task": task, "protocol": protocol, "metric": metric or str(a.metric), "units": len(shared),
+                     "folds": folds, "sd_diff": sd, "mde_here": min_detectable_difference(sd, len(shared)),
+                     "mde_at_seeds": min_detectable_difference(sd, seeds * folds), "seeds": seeds})
+    return rows
 
 
 def _markdown_table(df: pd.DataFrame, columns: list[str]) -> str:
@@ -115,12 +152,24 @@ def _markdown_table(df: pd.DataFrame, columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _cell(r) -> str:
+    m = r.metric
+    lo, hi = r.get("ci95_low"), r.get("ci95_high")
+    if lo is not None and lo == lo and hi is not None and hi == hi:
+        return f"{fmt_score(m, r.score)} [{fmt_score(m, lo)}, {fmt_score(m, hi)}]"
+    sd = r.get("std")
+    return fmt_score(m, r.score) + (f" ± {fmt_score(m, sd)}" if sd is not None and sd == sd else "")
+
+
+def _fmt_p(p: float) -> str:
+    return "—" if p != p else (f"{p:.3f}" if p >= 0.001 else f"{p:.1e}")
+
+
 def leaderboard_markdown(df: pd.DataFrame) -> str:
     """Upstream rows x task/protocol columns, scores with fold std where there is one."""
     cells = df.assign(
         col=df.task + " " + df.protocol + " (" + df.metric + (df.higher_is_better.map({True: " ↑", False: " ↓"})) + ")",
-        val=[fmt_score(m, s) + (f" ± {fmt_score(m, sd)}" if sd == sd and sd is not None else "")
-             for m, s, sd in zip(df.metric, df.score, df["std"])],
+        val=[_cell(r) for _, r in df.iterrows()],
     )
     wide = cells.pivot_table(index="upstream", columns="col", values="val", aggfunc="first").fillna("—")
     order = [u for u in ("fbank", "random", "m2d", "m2dx", "score") if u in wide.index]
@@ -131,7 +180,7 @@ def leaderboard_markdown(df: pd.DataFrame) -> str:
 
 def render_report(df: pd.DataFrame, meta: dict) -> str:
     claims = claims_table(df)
-    verdict = {True: "yes", False: "**no**"}
+    seeds = sorted({u.seed for us in df["units"] for u in us}) if "units" in df else []
     lines = [
         "# Reproduction report",
         "",
@@ -139,14 +188,21 @@ def render_report(df: pd.DataFrame, meta: dict) -> str:
         f"Commit: `{meta.get('git_commit', '')}`  ",
         f"Machine: {meta.get('machine', '')}  ",
         f"Total wall time: {meta.get('wall_time', '')}  ",
-        f"Data profile: {meta.get('profile', '')} (manifests: {meta.get('manifests', '')})",
+        f"Data profile: {meta.get('profile', '')} (manifests: {meta.get('manifests', '')})  ",
+        f"Seeds: {len(seeds)} ({', '.join(map(str, seeds))}); each seed pretrains its own checkpoints and trains its "
+        "own heads",
         "",
         "Everything below was produced by `bench reproduce`; nothing is hand-edited. Scores are on the",
         "offline mini-benchmark (synthetic speech from TTS voices, real environmental recordings, simulated",
         "respiratory sounds) with small CPU-trained models, so they are not comparable in absolute terms",
-        "with the papers' numbers; the claims are compared by direction. A comparison is marked",
-        "inconclusive when both upstreams are at chance level (error rates of 90 % or more, MTWV of",
-        "0.01 or less) or differ by less than the std over folds.",
+        "with the papers' numbers; the claims are compared by direction. Scores are means over seeds",
+        "(and folds); [a, b] is the 95 % t-interval over the seed x fold units. A claim *holds* only when a",
+        "paired t-test over the units both upstreams share (same seed, same fold) gives p < 0.05 in the",
+        "paper's direction, is *reversed* when significant the other way, and is *inconclusive*",
+        "otherwise or when both are at chance level (error rates of 90 % or more, MTWV of 0.01 or less).",
+        f"ASR claims use test CER when every upstream's WER is {WER_SATURATED:.0f} or more (WER stays the headline).",
+        "`random` is the step-0 twin of each seed's `m2d` run (same architecture, front end, statistics and",
+        "initial weights); M2D-X and SCORE start from that seed's `m2d`, so `m2d` is their control.",
         "",
         "## Leaderboard",
         "",
@@ -156,13 +212,29 @@ def render_report(df: pd.DataFrame, meta: dict) -> str:
         "",
         "## The papers' claims beside the measurements",
         "",
-        "| claim | task | protocol | paper | measured | holds here |",
-        "|---|---|---|---|---|---|",
+        "| claim | task | protocol | paper | metric | expected better | control | difference [95 % CI] | p | units | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in claims:
-        lines.append(f"| {c.claim} | {c.task} | {c.protocol} | {c.paper} | {c.measured} | {verdict.get(c.holds, c.why or 'undefined')} |")
+        t = c.test
+        diff = (f"{t.diff:+.3g} [{t.ci95_low:+.3g}, {t.ci95_high:+.3g}]" if t.ci95_low == t.ci95_low
+                else f"{t.diff:+.3g}")
+        verdict = {"holds": "holds", "reversed": "**reversed**"}.get(c.verdict, f"inconclusive ({c.why})")
+        lines.append(f"| {c.claim} | {c.task} | {c.protocol} | {c.paper} | {c.metric} | {c.a} {t.mean_a:.4g} | "
+                     f"{c.b} {t.mean_b:.4g} | {diff} | {_fmt_p(t.p)} | {t.n} | {verdict} |")
     if not claims:
-        lines.append("| (no pair of upstreams to compare was evaluated) | | | | | |")
+        lines.append("| (no pair of upstreams to compare was evaluated) | | | | | | | | | | |")
+    power = power_table(df)
+    if power:
+        lines += ["", "## What this study can resolve", "",
+                  "Std of the paired differences m2d - random over the shared units, and the smallest true "
+                  "difference a paired t-test detects at p < 0.05 with 80 % power: with the units of this study, "
+                  "and with 3 seeds.", "",
+                  "| task | protocol | metric | units | sd of differences | detectable here | detectable with 3 seeds |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in power:
+            lines.append(f"| {r['task']} | {r['protocol']} | {r['metric']} | {r['units']} | {r['sd_diff']:.3g} | "
+                         f"{r['mde_here']:.3g} | {r['mde_at_seeds']:.3g} |")
     lines += ["", "## Stages", ""]
     for st in meta.get("stages", []):
         lines.append(f"- {st['name']}: {st['status']} ({st.get('seconds', 0):.0f} s){' - ' + st['note'] if st.get('note') else ''}")

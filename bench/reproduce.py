@@ -75,10 +75,11 @@ PRETRAIN_PRESETS = {"mini": {"m2d": "mini", "m2dx": "mini_respiratory", "score":
                     "tiny": {"m2d": "tiny", "m2dx": "tiny", "score": "tiny"}}
 # Tiny presets are sized for the test-suite; the reproduction test still needs them short.
 # The mini reproduction shortens the `mini` presets (m2d 1200, m2dx 600, score 300 steps: about
-# 2 h 20 min on 2 CPU cores) so that data + pretraining + 40-odd evaluations fit the 3-hour target.
-PRETRAIN_OVERRIDES = {"mini": {"m2d": {"train": {"steps": 400, "warmup_steps": 40}},
-                               "m2dx": {"train": {"steps": 150, "warmup_steps": 15}},
-                               "score": {"train": {"steps": 100, "warmup_steps": 10}}},
+# 2 h 20 min on 2 CPU cores per seed) so that data + pretraining + evaluations of 3 seeds fit on two
+# CPU cores: m2d 200 steps (about 5 min with one thread), m2dx 75, score 50, warm-up 10 %.
+PRETRAIN_OVERRIDES = {"mini": {"m2d": {"train": {"steps": 200, "warmup_steps": 20}},
+                               "m2dx": {"train": {"steps": 75, "warmup_steps": 8}},
+                               "score": {"train": {"steps": 50, "warmup_steps": 5}}},
                       "tiny": {"m2d": {"train": {"steps": 12}}, "m2dx": {"train": {"steps": 6}},
                                            "score": {"train": {"steps": 6}}}}
 
@@ -91,15 +92,28 @@ class Stage:
     needs: tuple[str, ...] = ()
 
 
+def seed_suffix(seed: int) -> str:
+    """Stage and run-folder suffix of a seed: "" for seed 0 (so one-seed studies keep their names)."""
+    return "" if seed == 0 else f"-seed{seed}"
+
+
 def plan(profile: str = "mini", upstreams: tuple[str, ...] = UPSTREAMS, tasks: tuple[str, ...] | None = None,
-         protocols: tuple[str, ...] | None = None, quick: bool = False) -> list[Stage]:
+         protocols: tuple[str, ...] | None = None, quick: bool = False, seeds: int = 1) -> list[Stage]:
     """The stages of a reproduction on `profile`, restricted to some upstreams/tasks/protocols if asked.
+
+    `seeds` repeats pretraining *and* evaluation per seed (pretraining variance is the one that
+    matters): seed k pretrains its own m2d (train.seed = k), m2dx and score start from that m2d, and
+    every evaluation of seed k trains its head with seed k. `random` is the step-0 twin of seed k's
+    m2d run (`random -o like=CKPT`) whenever m2d is pretrained in the plan, so every pretrained model
+    is compared with its own initialisation.
 
     `quick` (bench quickstart) evaluates on the clip tasks only and never pretrains: pretrained
     upstreams are used when a finished run of theirs exists (`upstreams.runs`), else left out.
     """
     if profile not in ("tiny", "mini"):
         raise UserError(f"--profile {profile}: bench reproduce runs on tiny or mini")
+    if not isinstance(seeds, int) or seeds < 1:
+        raise UserError(f"--seeds {seeds}: give the number of seeds, 1 or more (seeds 0..N-1 are run)")
     unknown = [u for u in upstreams if u not in UPSTREAMS]
     if unknown:
         raise UserError(f"--upstreams: unknown {', '.join(unknown)}; choose from {', '.join(UPSTREAMS)}")
@@ -111,26 +125,44 @@ def plan(profile: str = "mini", upstreams: tuple[str, ...] = UPSTREAMS, tasks: t
     if quick:
         evaluations = EVALUATIONS["quick"]
         datasets = sorted({TASK_DATASET[t] for t, _, _ in evaluations})
-        return [Stage("data", "data", {"profile": profile, "datasets": datasets})] + _eval_stages(
-            evaluations, profile, [u for u in UPSTREAMS if u in wanted], tasks, protocols, pretrained=())
+        return [Stage("data", "data", {"profile": profile, "datasets": datasets})] + [
+            st for k in range(seeds) for st in _eval_stages(evaluations, profile, [u for u in UPSTREAMS if u in wanted],
+                                                            tasks, protocols, pretrained=(), seed=k)]
     stages = [Stage("data", "data", {"profile": profile, "datasets": list(DATASETS)})]
     presets, overrides = PRETRAIN_PRESETS[profile], PRETRAIN_OVERRIDES[profile]
-    if wanted & {"m2d", "m2dx", "score"}:  # m2dx and score start from m2d
-        stages.append(Stage("pretrain-m2d", "pretrain", {"method": "m2d", "preset": presets["m2d"],
-                                                          "overrides": overrides.get("m2d", {})}, ("data",)))
-    if "m2dx" in wanted:
-        stages.append(Stage("pretrain-m2dx", "pretrain", {"method": "m2dx", "preset": presets["m2dx"],
-                                                           "overrides": overrides.get("m2dx", {}), "init": "m2d"},
-                            ("data", "pretrain-m2d")))
-    if "score" in wanted:
-        stages.append(Stage("pretrain-score", "pretrain", {"method": "score", "preset": presets["score"],
-                                                            "overrides": overrides.get("score", {}), "base": "m2d"},
-                            ("data", "pretrain-m2d")))
-    return stages + _eval_stages(EVALUATIONS[profile], profile, [u for u in UPSTREAMS if u in wanted], tasks,
-                                 protocols, pretrained=PRETRAINED)
+    pretrained = tuple(u for u in PRETRAINED if u in wanted)
+    if pretrained:  # m2dx and score start from m2d
+        pretrained = ("m2d",) + tuple(u for u in pretrained if u != "m2d")
+    evals = []
+    for k in range(seeds):
+        sfx = seed_suffix(k)
+        seed_set = {"train": {"seed": k}} if k else {}
+        for method in pretrained:
+            params = {"method": method, "preset": presets[method],
+                      "overrides": _merged(overrides.get(method, {}), seed_set)}
+            needs = ("data",) if method == "m2d" else ("data", f"pretrain-m2d{sfx}")
+            if method == "m2dx":
+                params["init"] = f"m2d{sfx}"
+            if method == "score":
+                params["base"] = "m2d"
+                params["base_run"] = f"m2d{sfx}"
+            if k:
+                params["seed"] = k
+            stages.append(Stage(f"pretrain-{method}{sfx}", "pretrain", params, needs))
+        evals += _eval_stages(EVALUATIONS[profile], profile, [u for u in UPSTREAMS if u in wanted], tasks, protocols,
+                              pretrained=pretrained, seed=k, twin=bool(pretrained))
+    return stages + evals
 
 
-def _eval_stages(evaluations, profile: str, ups: list[str], tasks, protocols, pretrained) -> list[Stage]:
+def _merged(a: dict, b: dict) -> dict:
+    from upstreams.training.config import merge
+
+    return merge(a, b) if b else a
+
+
+def _eval_stages(evaluations, profile: str, ups: list[str], tasks, protocols, pretrained, seed: int = 0,
+                 twin: bool = False) -> list[Stage]:
+    sfx = seed_suffix(seed)
     stages = []
     for task, protocol, options in evaluations:
         if (tasks is not None and task not in tasks) or (protocols is not None and protocol not in protocols):
@@ -138,11 +170,18 @@ def _eval_stages(evaluations, profile: str, ups: list[str], tasks, protocols, pr
         for up in ups:
             if protocol == "finetune" and up in NO_FINETUNE:
                 continue
-            needs = ("data",) + ((f"pretrain-{up}",) if up in pretrained else ())
+            needs = ("data",) + ((f"pretrain-{up}{sfx}",) if up in pretrained else ())
             params = {"upstream": up, "task": task, "protocol": protocol, "profile": profile, **options}
-            if UPSTREAM_OPTIONS[profile].get(up):
+            if seed:
+                params["seed"] = seed
+            if up in pretrained and sfx:
+                params["checkpoint_of"] = f"pretrain-{up}{sfx}"
+            if up == "random" and twin:  # the step-0 twin of this seed's m2d run
+                params["like_of"] = f"pretrain-m2d{sfx}"
+                needs = needs + (f"pretrain-m2d{sfx}",)
+            elif UPSTREAM_OPTIONS[profile].get(up):
                 params["upstream_options"] = UPSTREAM_OPTIONS[profile][up]
-            stages.append(Stage(f"eval-{up}-{task}-{protocol}", "eval", params, needs))
+            stages.append(Stage(f"eval-{up}-{task}-{protocol}{sfx}", "eval", params, needs))
     return stages
 
 
@@ -309,8 +348,10 @@ class Reproduction:
     def _record_done(self, stage: Stage, key: str, outputs: dict, note: str, elapsed: float) -> None:
         seconds = outputs.pop("seconds", None) or elapsed
         self.results[stage.name] = StageResult(stage.name, "done", seconds, outputs, note)
+        from .records import portable_paths
+
         atomic_write_json(self.marker_path(stage), {"stage": stage.name, "key": key, "params": stage.params,
-                                                    "outputs": outputs, "seconds": round(seconds, 2),
+                                                    "outputs": portable_paths(outputs), "seconds": round(seconds, 2),
                                                     "note": note, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         self.log(f"[reproduce] {stage.name}: done in {seconds:.0f} s" + (f" ({note})" if note else ""))
 
@@ -431,13 +472,14 @@ class Reproduction:
         if p.get("init"):
             extra["init"] = self._checkpoint_of(p["init"])
         if p.get("base"):
-            extra.update(base=p["base"], base_ckpt=self._checkpoint_of(p["base"]), base_options=[])
+            extra.update(base=p["base"], base_ckpt=self._checkpoint_of(p.get("base_run", p["base"])), base_options=[])
         overrides = merge(p.get("overrides", {}), extra)
         cfg, _ = resolve_config(method, p["preset"], overrides)
         overrides = merge(overrides, _explicit_indexes(to_dict(cfg)))
         cfg, _ = resolve_config(method, p["preset"], overrides)
         planned = comparable_config(to_dict(cfg))
-        out_dir = self.runs / p["method"] / f"reproduce-{self.profile}"  # found by `bench run --upstream NAME`
+        # found by `bench run --upstream NAME` (seed 0); seed k's runs sit beside it
+        out_dir = self.runs / p["method"] / f"reproduce-{self.profile}{seed_suffix(int(p.get('seed', 0)))}"
         ckpt = out_dir / CHECKPOINT_NAME
         note = ""
         resume = False
@@ -473,9 +515,13 @@ class Reproduction:
 
         p = stage.params
         up = p["upstream"]
+        run_stage = p.get("checkpoint_of", f"pretrain-{up}")
+        options = dict(p.get("upstream_options", {}))
+        if p.get("like_of"):
+            options["like"] = self.results[p["like_of"]].outputs["checkpoint"]
         req = RunRequest(upstream=up, task=p["task"], protocol=p["protocol"],
-                         ckpt=self._checkpoint_of(up) if f"pretrain-{up}" in self.results else None,
-                         upstream_options=dict(p.get("upstream_options", {})),
+                         ckpt=self.results[run_stage].outputs["checkpoint"] if run_stage in self.results else None,
+                         upstream_options=options, seed=int(p.get("seed", 0)),
                          profile=self.profile, data_root=self.data_root, results=str(self.out),
                          lrs=p.get("lrs"), folds=p.get("folds"), precision=p.get("precision", "fp32"),
                          cache_root=self.cache_root, progress=self.progress)
@@ -505,7 +551,8 @@ def _resource(stage: Stage) -> tuple[str, str] | None:
     waveforms, so it fills none)."""
     if stage.kind != "eval" or stage.params.get("protocol") == "finetune":
         return None
-    return stage.params["upstream"], TASK_DATASET[stage.params["task"]]
+    p = stage.params
+    return p["upstream"], p.get("checkpoint_of") or p.get("like_of") or "", TASK_DATASET[p["task"]]
 
 
 def _worker_init(threads: int) -> None:
@@ -539,7 +586,7 @@ def render(rep: Reproduction, stages: list[Stage], command: str, invocation_seco
     """Leaderboard CSV, per-task CSVs, heatmap, per-task bars and the report, from this run's records."""
     import pandas as pd
 
-    from .leaderboard import leaderboard, write_csv
+    from .leaderboard import leaderboard, pool_seeds, write_csv
     from .plots import heatmap, task_bars
     from .records import git_commit
     from .report import render_report
@@ -553,7 +600,9 @@ def render(rep: Reproduction, stages: list[Stage], command: str, invocation_seco
     written: dict[str, Path] = {}
     if df.empty:
         raise UserError(f"no evaluation finished under {out}; see the stage log above")
-    df = df.assign(record=[str(Path(p).resolve().relative_to(out)) for p in df["record"]])
+    df = pool_seeds(df)  # one row per upstream x task x protocol: the seeds' checkpoints and heads together
+    df = df.assign(record=[";".join(str(Path(p).resolve().relative_to(out)) for p in str(r).split(";"))
+                           for r in df["record"]])
     written["leaderboard.csv"] = write_csv(df, out / "leaderboard.csv")
     written["leaderboard.png"] = heatmap(df, out / "leaderboard.png", title=f"bench reproduce ({rep.profile})")
     for task, sub in df.groupby("task"):
@@ -648,8 +697,8 @@ def _notes(rep: Reproduction, left_out: list[str] = ()) -> list[str]:
         "upstream), 3 epochs, bf16 autocast and, for ESC-50, fold 1 only, to fit the CPU budget; frozen protocols sweep the default grid "
         "and ESC-50 frozen scores are the mean over its 5 folds (error bars: std over folds).",
         "`fbank` has no weights, so it has no fine-tuning row.",
-        "Pretraining is shortened from the `mini` presets to fit the 3-hour CPU budget: m2d 400 steps (preset 1200), "
-        "m2dx 150 (600), score 100 (300), warm-up 10 % of each; everything else is the preset.",
+        "Pretraining is shortened from the `mini` presets to fit 3 seeds into the CPU budget: m2d 200 steps (preset "
+        "1200), m2dx 75 (600), score 50 (300), warm-up 10 % of each; everything else is the preset.",
     ]
     if left_out:
         notes.append(f"This invocation was restricted (--upstreams/--tasks/--protocols); not part of it, so not "
@@ -674,10 +723,10 @@ def reproduce(profile: str = "mini", out: str | Path | None = None, runs: str | 
               upstreams: tuple[str, ...] = UPSTREAMS, tasks: tuple[str, ...] | None = None,
               protocols: tuple[str, ...] | None = None, force: tuple[str, ...] = (), dry_run: bool = False,
               progress: bool = False, quick: bool = False, command: str | None = None, render_only: bool = False,
-              jobs: int = 1, log: Callable[[str], None] = print) -> dict[str, Path]:
+              jobs: int = 1, seeds: int = 1, log: Callable[[str], None] = print) -> dict[str, Path]:
     if jobs < 1:
         raise UserError(f"--jobs {jobs}: give 1 or more (stages run at once; one per CPU core at most pays)")
-    stages = plan(profile, upstreams, tasks, protocols, quick=quick)
+    stages = plan(profile, upstreams, tasks, protocols, quick=quick, seeds=seeds)
     rep = Reproduction(out or Path("results") / profile, profile, runs, data_root, cache_root, force, log, progress)
     if dry_run:
         for s in stages:
@@ -691,5 +740,5 @@ def reproduce(profile: str = "mini", out: str | Path | None = None, runs: str | 
     finally:  # an interrupted run's time counts too: its finished stages are kept
         log_invocation(rep.out, command, time.perf_counter() - t0, jobs, list(rep.results.values()))
     planned = {s.name for s in stages}
-    left_out = [] if quick else [s.name for s in plan(profile) if s.name not in planned]
+    left_out = [] if quick else [s.name for s in plan(profile, seeds=seeds) if s.name not in planned]
     return render(rep, stages, command, time.perf_counter() - t0, left_out)

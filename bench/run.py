@@ -9,7 +9,7 @@ the embedding cache, built atomically, keeps whatever extraction had finished).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -19,11 +19,13 @@ from tasks.registry import get_task
 
 from .errors import UserError
 from .records import ResultRecord, RunTimer, write_record
+from .stats import Unit, check_seeds, summarise_units
 
 __all__ = ["RunRequest", "run", "resolve_device"]
 
 CLIP_TASKS = ("esc50", "speech_commands", "icbhi")
 SPEECH_TASKS = ("asr", "pr", "qbe")
+UNTRAINED_PROTOCOLS = {"dtw"}  # nothing is trained, so head seeds cannot change the score
 
 
 @dataclass
@@ -38,6 +40,7 @@ class RunRequest:
     data_root: str | None = None
     results: str = "results"
     seed: int = 0
+    seeds: list[int] | None = None  # several head seeds -> one record with every seed's score (None: [seed])
     lrs: list[float] | None = None
     layer: int = -1
     precision: str = "fp32"
@@ -72,6 +75,7 @@ def _validate(req: RunRequest):
         raise UserError(f"--profile must be tiny or mini, got '{req.profile}'")
     if req.dataset is not None and not Path(req.dataset).exists():
         raise UserError(f"--dataset {req.dataset}: no such directory")
+    check_seeds(req.seeds)
     if req.lrs is not None and (not req.lrs or any(lr <= 0 for lr in req.lrs)):
         raise UserError(f"--lr values must be positive, got {req.lrs}")
     return spec, protocol
@@ -92,14 +96,16 @@ def run(req: RunRequest, log=print) -> tuple[ResultRecord, Path | None]:
     upstream = upstreams.load(req.upstream, ckpt=req.ckpt, **req.upstream_options).to(device).eval()
     ensure_dataset(spec, req, log)
     t0 = time.perf_counter()
-    if req.task in CLIP_TASKS:
-        from .clip_runner import run_clip
-
-        partial = run_clip(req, spec, protocol, upstream, device, log)
-    else:
-        from .speech_runner import run_speech
-
-        partial = run_speech(req, spec, protocol, upstream, device, log)
+    seeds = list(req.seeds) if req.seeds else [req.seed]
+    if protocol in UNTRAINED_PROTOCOLS and len(seeds) > 1:
+        log(f"[run] {req.task} {protocol} trains nothing: every seed gives the same score, so it runs once")
+        seeds = seeds[:1]
+    partials = []
+    for seed in seeds:
+        if len(seeds) > 1:
+            log(f"[run] seed {seed} ({len(partials) + 1}/{len(seeds)})")
+        partials.append(_run_family(replace(req, seed=seed, seeds=None), spec, protocol, upstream, device, log))
+    partial = merge_seeds(seeds, partials)
     ident = upstream.describe()
     record = ResultRecord(
         upstream=req.upstream,
@@ -112,8 +118,9 @@ def run(req: RunRequest, log=print) -> tuple[ResultRecord, Path | None]:
         secondary=partial.secondary,
         selection=partial.selection,
         lr=partial.lr,
-        seed=req.seed,
-        upstream_options={**ident.get("options", {}), **req.upstream_options},
+        seed=seeds[0],
+        seeds=seeds,
+        upstream_options=_recorded_options(ident, req.upstream_options),
         checkpoint=ident.get("checkpoint"),
         checkpoint_sha256=ident.get("checkpoint_sha256"),
         dataset=partial.dataset,
@@ -123,3 +130,67 @@ def run(req: RunRequest, log=print) -> tuple[ResultRecord, Path | None]:
     timer.finish(record)
     path = write_record(record, req.results) if req.write else None
     return record, path
+
+
+def _recorded_options(ident: dict, requested: dict) -> dict:
+    """The upstream's options as the record keeps them: a step-0 twin's `like` path becomes the sha256 of
+    the checkpoint it mirrors (records carry no machine paths; the hash is the identity)."""
+    options = {**ident.get("options", {}), **requested}
+    if "like" in options and options.get("like_sha256"):
+        options["like"] = f"sha256:{options['like_sha256']}"
+    return options
+
+
+def _run_family(req: RunRequest, spec, protocol, upstream, device, log):
+    if req.task in CLIP_TASKS:
+        from .clip_runner import run_clip
+
+        return run_clip(req, spec, protocol, upstream, device, log)
+    from .speech_runner import run_speech
+
+    return run_speech(req, spec, protocol, upstream, device, log)
+
+
+def units_of(partial, seed: int) -> list[Unit]:
+    """The (seed, fold) test scores of one seed's result: per fold for cross-validated clip tasks, else
+    the test split, carrying its numeric secondary metrics (ASR's CER) for claims that need them."""
+    folds = partial.details.get("per_fold")
+    if folds:
+        return [Unit(seed, f["fold"], float(f["test"])) for f in folds]
+    extra = tuple(sorted((k, float(v)) for k, v in partial.secondary.items()
+                         if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v))
+    return [Unit(seed, "test", float(partial.score), extra)]
+
+
+def merge_seeds(seeds: list[int], partials: list):
+    """One result from several head seeds: the score is the mean over seeds, `secondary` holds every
+    unit, the per-seed scores and the seed statistics; numeric secondaries are averaged over seeds."""
+    units = [u for s, p in zip(seeds, partials) for u in units_of(p, s)]
+    summary = summarise_units(units)
+    first = partials[0]
+    secondary = dict(first.secondary)
+    if len(partials) > 1:
+        for k, v in first.secondary.items():
+            vals = [p.secondary.get(k) for p in partials]
+            if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vals):
+                secondary[k] = float(sum(vals) / len(vals))
+    secondary.update({
+        "units": [u.to_dict() for u in units],
+        "per_seed": [{"seed": s, "score": p.score, "lr": p.lr, "fold_std": p.secondary.get("std")}
+                     for s, p in zip(seeds, partials)],
+        "n_seeds": summary.n_seeds,
+        "score_std": summary.score_std if summary.score_std == summary.score_std else None,
+        "ci95": [summary.ci95_low, summary.ci95_high] if summary.ci95_low == summary.ci95_low else None,
+        "ci_method": summary.method,
+    })
+    score = summary.score if len(partials) > 1 else first.score
+    lrs = [p.lr for p in partials]
+    selection = dict(first.selection)
+    details = dict(first.details)
+    if len(partials) > 1:
+        selection["per_seed"] = [{"seed": s, "chosen": p.selection.get("chosen"), "grid": p.selection.get("grid")}
+                                 for s, p in zip(seeds, partials)]
+        details["per_seed"] = [{"seed": s, **{k: p.details[k] for k in ("per_fold", "layer_weights", "chosen_layer")
+                                               if k in p.details}} for s, p in zip(seeds, partials)]
+    lr = max(set(lrs), key=lrs.count) if all(x is not None for x in lrs) else first.lr
+    return replace(first, score=score, lr=lr, secondary=secondary, selection=selection, details=details)

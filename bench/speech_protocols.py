@@ -52,7 +52,11 @@ class SpeechSettings:
     head: HeadConfig
     budget: CTCBudget
     lrs: tuple[float, ...]  # default grid (head lr; the upstream gets lr x upstream_lr_scale)
-    normalize_layers: bool = False  # `weighted`: layer norm of each layer before the sum (s3prl's option)
+    # `weighted`: layer norm of each layer before the sum (s3prl's `upstream_feature_normalize`). None =
+    # on for upstreams with several layers: a ViT's layers differ in scale (patch embeddings vs
+    # post-LayerNorm blocks) and the raw sum lets the largest layer decide; a one-layer upstream keeps its
+    # features (nothing to mix). True = every upstream (mini ASR, measured below).
+    normalize_layers: bool | None = None
     rank_keys: tuple[str, ...] = ()  # dev selection order; () = the task's error rate first
 
 
@@ -335,9 +339,10 @@ def run_ctc(req, spec, protocol: str, upstream, device, log=print) -> PartialRes
     head_cfg = effective_head(settings.head, upstream.downsample_rate)
     lrs = tuple(req.lrs or settings.lrs)
     budget = settings.budget
-    normalize_layers = bool(req.task_options.get("normalize_layers", settings.normalize_layers))
     decoder, decoder_name = _decoder_for(task, req.task_options)
     n_layers, dim = upstream.num_layers, int(upstream.hidden_sizes[-1])
+    default_norm = settings.normalize_layers if settings.normalize_layers is not None else n_layers > 1
+    normalize_layers = bool(req.task_options.get("normalize_layers", default_norm))
     if protocol == "linear" and not -n_layers <= req.layer < n_layers:
         raise UserError(f"--layer {req.layer} is out of range: {upstream.name} has {n_layers} layers "
                         f"(0..{n_layers - 1}, or negative from the last)")

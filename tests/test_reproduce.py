@@ -69,41 +69,65 @@ def test_comparable_config_ignores_runtime_and_hashes_checkpoints(tmp_path):
 
 
 def _df(rows):
-    return pd.DataFrame(rows, columns=["upstream", "task", "protocol", "metric", "score", "higher_is_better", "std"])
+    """Rows (upstream, task, protocol, metric, per-seed scores, higher_is_better), one unit per seed."""
+    from bench.stats import Unit
+
+    out = []
+    for up, task, protocol, metric, scores, hib in rows:
+        out.append({"upstream": up, "task": task, "protocol": protocol, "metric": metric,
+                    "score": sum(scores) / len(scores), "higher_is_better": hib, "std": None,
+                    "units": [Unit(s, "test", v) for s, v in enumerate(scores)]})
+    return pd.DataFrame(out)
 
 
-def test_claims_compare_by_direction_with_known_values():
+def test_claims_are_paired_tests_in_the_papers_direction():
     assert relative_improvement(10.0, 9.0, higher_is_better=False) == pytest.approx(10.0)
     assert relative_improvement(0.5, 0.55, higher_is_better=True) == pytest.approx(10.0)
     df = _df([
-        ("m2d", "pr", "weighted", "per", 20.0, False, None), ("score", "pr", "weighted", "per", 19.0, False, None),
-        ("random", "pr", "weighted", "per", 30.0, False, None),
-        ("m2d", "icbhi", "linear", "icbhi_score", 55.0, True, None),
-        ("m2dx", "icbhi", "linear", "icbhi_score", 54.0, True, None),
-        ("m2d", "qbe", "dtw", "mtwv", 0.0, True, None), ("score", "qbe", "dtw", "mtwv", 0.0, True, None),
+        ("m2d", "pr", "weighted", "per", [20.0, 21.0, 19.5], False),
+        ("score", "pr", "weighted", "per", [19.0, 19.8, 18.1], False),
+        ("random", "pr", "weighted", "per", [30.0, 33.0, 29.0], False),
+        ("m2d", "icbhi", "linear", "icbhi_score", [55.0, 56.0, 55.5], True),
+        ("m2dx", "icbhi", "linear", "icbhi_score", [54.0, 54.5, 54.7], True),
+        ("m2d", "qbe", "dtw", "mtwv", [0.0, 0.0, 0.0], True), ("score", "qbe", "dtw", "mtwv", [0.0, 0.0, 0.0], True),
     ])
     claims = {(c.claim.split()[0], c.task): c for c in claims_table(df)}
-    assert claims[("M2D", "pr")].holds is True
-    assert claims[("SCORE", "pr")].holds is True and "+5.00 % relative" in claims[("SCORE", "pr")].measured
-    assert claims[("M2D-X", "icbhi")].holds is False
+    assert claims[("M2D", "pr")].verdict == "holds" and claims[("M2D", "pr")].test.p < 0.05
+    assert claims[("SCORE", "pr")].verdict == "holds"
+    assert claims[("M2D-X", "icbhi")].verdict == "reversed" and claims[("M2D-X", "icbhi")].holds is False
     assert claims[("SCORE", "qbe")].holds is None  # 0 vs 0: nothing to judge
 
 
-def test_claims_at_chance_level_or_within_fold_noise_are_inconclusive():
+def test_claims_at_chance_level_one_seed_or_within_noise_are_inconclusive():
     df = _df([
-        ("m2d", "asr", "weighted", "wer", 97.2, False, None), ("random", "asr", "weighted", "wer", 100.0, False, None),
-        ("m2d", "pr", "weighted", "per", 89.0, False, None), ("random", "pr", "weighted", "per", 95.0, False, None),
-        ("m2d", "esc50", "linear", "accuracy", 30.0, True, 5.0), ("random", "esc50", "linear", "accuracy", 33.0, True, 6.0),
-        ("m2d", "esc50", "weighted", "accuracy", 40.0, True, 5.0),
-        ("random", "esc50", "weighted", "accuracy", 30.0, True, 6.0),
-        ("m2d", "qbe", "dtw", "mtwv", 0.005, True, None), ("random", "qbe", "dtw", "mtwv", 0.006, True, None),
+        ("m2d", "asr", "weighted", "wer", [97.2, 96.0], False), ("random", "asr", "weighted", "wer", [100.0, 99.0], False),
+        ("m2d", "pr", "weighted", "per", [89.0], False), ("random", "pr", "weighted", "per", [95.0], False),
+        ("m2d", "esc50", "linear", "accuracy", [30.0, 36.0, 31.0], True),
+        ("random", "esc50", "linear", "accuracy", [33.0, 30.0, 34.0], True),
+        ("m2d", "qbe", "dtw", "mtwv", [0.005, 0.004], True), ("random", "qbe", "dtw", "mtwv", [0.006, 0.007], True),
     ])
     claims = {c.task + " " + c.protocol: c for c in claims_table(df)}
     assert claims["asr weighted"].holds is None and "chance" in claims["asr weighted"].why
     assert claims["qbe dtw"].holds is None and "chance" in claims["qbe dtw"].why
-    assert claims["pr weighted"].holds is True  # one side learned something: the comparison stands
-    assert claims["esc50 linear"].holds is None and "std over folds" in claims["esc50 linear"].why
-    assert claims["esc50 weighted"].holds is True and claims["esc50 weighted"].why == ""
+    assert claims["pr weighted"].holds is None and "one shared unit" in claims["pr weighted"].why  # one seed: no test
+    assert claims["esc50 linear"].holds is None and claims["esc50 linear"].why.startswith("p = ")
+
+
+def test_seeds_plan_pretrains_and_evaluates_per_seed_against_each_seeds_twin():
+    stages = plan("mini", seeds=2, tasks=("esc50",), protocols=("linear",))
+    by = {s.name: s for s in stages}
+    assert {"pretrain-m2d", "pretrain-m2d-seed1", "pretrain-m2dx-seed1", "pretrain-score-seed1"} <= set(by)
+    assert by["pretrain-m2d-seed1"].params["overrides"]["train"]["seed"] == 1
+    assert by["pretrain-m2dx-seed1"].params["init"] == "m2d-seed1"
+    assert by["pretrain-score-seed1"].params["base_run"] == "m2d-seed1"
+    twin = by["eval-random-esc50-linear-seed1"]
+    assert twin.params["like_of"] == "pretrain-m2d-seed1" and twin.params["seed"] == 1
+    assert "pretrain-m2d-seed1" in twin.needs
+    assert by["eval-m2dx-esc50-linear-seed1"].params["checkpoint_of"] == "pretrain-m2dx-seed1"
+    assert "seed" not in by["eval-fbank-esc50-linear"].params and by["eval-fbank-esc50-linear-seed1"].params["seed"] == 1
+    names = [s.name for s in stages]
+    for s in stages:
+        assert all(names.index(n) < names.index(s.name) for n in s.needs)
 
 
 def _run(args: list[str]) -> int:
@@ -127,9 +151,13 @@ def test_tiny_reproduction_end_to_end_then_skips_finished_stages(tiny_root, tmp_
     assert set(board.upstream) == {"fbank", "random", "m2d", "m2dx", "score"}
     assert {"finetune", "weighted", "linear"} <= set(board[board.task == "icbhi"].protocol)
     report = (out / "report.md").read_text()
-    for text in ("M2D beats no pretraining", "M2D-X with background noise", "SCORE improves content tasks",
-                 "Commit: `", "Total wall time"):
+    for text in ("M2D beats its step-0 twin", "M2D-X with background noise", "SCORE improves content tasks",
+                 "Commit: `", "Total wall time", "difference [95 % CI]"):
         assert text in report
+    # the control is the step-0 twin of the m2d run: its records name the run's checkpoint by hash, no path
+    twin = json.loads(next((out / "records" / "icbhi").glob("random__linear__*.json")).read_text())
+    assert twin["upstream_options"]["like"].startswith("sha256:")
+    assert set(board.columns[5:9]) == {"n_seeds", "score_std", "ci95_low", "ci95_high"}
     for method in ("m2d", "m2dx", "score"):
         ckpt = tmp_path / "runs" / method / "reproduce-tiny" / "checkpoint.pt"
         assert ckpt.is_file()
@@ -284,10 +312,14 @@ def test_mini_finetune_stages_run_in_bf16_and_pass_their_options(tmp_path, monke
         out.write_text("{}")
         return types.SimpleNamespace(score=1.0, metric="accuracy", wall_time_s=0.1, checkpoint=None), out
 
+    from bench.reproduce import StageResult
+
     monkeypatch.setattr(bench.run, "run", fake_run)
     rep = Reproduction(tmp_path, "mini", runs=tmp_path / "runs")
+    rep.results["pretrain-m2d"] = StageResult("pretrain-m2d", "done", 1.0, {"checkpoint": "runs/m2d/x/checkpoint.pt"})
     rep._run_eval(stages["eval-random-esc50-finetune"], forced=False)
     rep._run_eval(stages["eval-random-esc50-linear"], forced=False)
     finetune, linear = seen
     assert (finetune.precision, finetune.lrs, finetune.folds) == ("bf16", [3e-3], ["fold1"])
     assert linear.precision == "fp32" and linear.lrs is None
+    assert finetune.upstream_options == {"like": "runs/m2d/x/checkpoint.pt"}  # the step-0 twin of the m2d run

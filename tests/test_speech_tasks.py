@@ -201,8 +201,9 @@ def test_profiles_have_superb_heads_grids_and_budgets():
     # full keeps SUPERB's early stopping from the first evaluation; mini waits for CTC to leave the blank plateau
     assert settings_for("pr", None, "weighted").budget.min_steps == 0
     assert settings_for("pr", "mini", "weighted").budget.min_steps >= 2 * settings_for("pr", "mini", "weighted").budget.eval_every
-    # SUPERB runs the plain weighted sum; only mini ASR normalises layers and selects on CER first
-    assert not any(st.normalize_layers for key, st in SETTINGS.items() if key != ("asr", "mini", "frozen"))
+    # weighted sums layer-norm their layers by default when there are several (None = on for multi-layer
+    # upstreams); mini ASR layer-norms every upstream's layers, fbank's too, and selects on CER first
+    assert all(st.normalize_layers is None for key, st in SETTINGS.items() if key != ("asr", "mini", "frozen"))
     mini_asr = settings_for("asr", "mini", "weighted")
     assert mini_asr.normalize_layers and mini_asr.rank_keys[0] == "cer"
     # s3prl's RNNs need a whole number of upstream frames per output frame
@@ -242,7 +243,7 @@ def test_ctc_task_protocol_writes_valid_record(tiny_root, shared, task, protocol
     _check_ctc_record(rec, task, protocol)
     if protocol == "weighted":
         assert len(rec["details"]["layer_weights"]) == 3  # tiny arch: 3 hidden states
-        assert rec["details"]["normalize_layers"] is False  # SUPERB's plain weighted sum outside mini ASR
+        assert rec["details"]["normalize_layers"] is True  # the default; --normalize-layers off gives s3prl's raw sum
     if protocol == "linear":
         assert rec["details"]["layer"] == 2 and rec["details"]["standardization"]["frames"] > 0
     if protocol == "finetune":
@@ -274,9 +275,10 @@ def test_asr_loss_falls_and_pr_asr_share_the_extraction(tiny_root, shared):
     again, _ = run(_req(tiny_root, shared, task="asr", protocol="weighted", lrs=[3e-3]))
     assert (again.score, again.secondary["cer"]) == (asr.score, asr.secondary["cer"])  # seeded: same record twice
     assert _same_curves(again, asr)
+    assert asr.details["normalize_layers"] is True and "layer-normed" in asr.details["featurizer"]
     normed, _ = run(_req(tiny_root, shared, task="asr", protocol="weighted", lrs=[3e-3],
-                         task_options={"normalize_layers": True}))
-    assert normed.details["normalize_layers"] is True and "layer-normed" in normed.details["featurizer"]
+                         task_options={"normalize_layers": False}))
+    assert normed.details["normalize_layers"] is False and "layer-normed" not in normed.details["featurizer"]
     assert not _same_curves(normed, asr)  # the option reaches the featurizer
 
 

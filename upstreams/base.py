@@ -92,12 +92,19 @@ class Upstream(nn.Module):
     Subclasses set `sample_rate`, `downsample_rate`, `hidden_sizes` and `first_frame_center`
     (seconds from the start of the audio to the centre of frame 0, for HEAR timestamps) and
     implement `encode(wavs)` on validated float32 waveforms already on the module's device.
+
+    `frames_per_window`: upstreams that encode long audio in independent fixed-size windows
+    (the M2D ViTs: the pretraining crop, each with its own position embeddings) set it to the
+    number of output frames per window, so frame t sits at within-window position
+    `t % frames_per_window`; frame-level protocols use it to remove what frames share by
+    position alone (QbE's position removal). None (the default) = no windowing.
     """
 
     sample_rate: int = 16000
     downsample_rate: int = 160
     hidden_sizes: list[int]
     first_frame_center: float = 0.0
+    frames_per_window: int | None = None
     name: str = "upstream"
 
     def __init__(self) -> None:

@@ -31,7 +31,7 @@ def _run(args) -> int:
         profile=args.profile, out=args.out, runs=args.runs, data_root=args.data_root, cache_root=args.cache_root,
         upstreams=tuple(args.upstreams or UPSTREAMS), tasks=tuple(args.tasks) if args.tasks else None,
         protocols=tuple(args.protocols) if args.protocols else None, force=tuple(args.force), dry_run=args.dry_run,
-        progress=args.progress, render_only=args.render_only, jobs=args.jobs, command=invoked_command('reproduce'), log=lambda m: print(m, file=sys.stderr, flush=True))
+        progress=args.progress, render_only=args.render_only, jobs=args.jobs, seeds=args.seeds, command=invoked_command('reproduce'), log=lambda m: print(m, file=sys.stderr, flush=True))
     for name, path in written.items():
         print(f"wrote {path}")
     return 0

@@ -33,7 +33,10 @@ def add_parser(sub) -> None:
     p.add_argument("--data-root", default=None, help="mini-benchmark root (default $BENCH_DATA or the user cache)")
     p.add_argument("--results", default="results", help="results directory (default: results)")
     p.add_argument("--json", action="store_true", help="print the result record as JSON on stdout")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="head seed (default 0)")
+    p.add_argument("--seeds", type=int, nargs="*", default=None, metavar="SEED",
+                   help="several head seeds, e.g. --seeds 0 1 2: one record with every seed's score, their mean, "
+                        "std and 95%% interval (replaces --seed)")
     p.add_argument("--lr", type=float, nargs="+", default=None, help="learning-rate grid (default per protocol)")
     p.add_argument("--layer", type=int, default=-1, help="layer for the linear protocol (default: last)")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16 autocast for the upstream")
@@ -43,8 +46,12 @@ def add_parser(sub) -> None:
                    help="asr: CTC decoding for the scores (default greedy; beam needs flashlight-text)")
     p.add_argument("--beam-size", type=int, default=None, help="asr with --decoder beam (default 5)")
     p.add_argument("--normalize-layers", choices=["on", "off"], default=None,
-                   help="pr/asr weighted and finetune: layer-norm each layer before the weighted sum (s3prl's "
-                        "upstream_feature_normalize; default off, on for mini ASR)")
+                   help="weighted (every task but qbe; pr/asr finetune too): layer-norm each layer's frames before "
+                        "the weighted sum (s3prl's upstream_feature_normalize; default on for upstreams with several "
+                        "layers, off for one-layer ones such as fbank; recorded)")
+    p.add_argument("--position-removal", choices=["on", "off"], default=None,
+                   help="qbe: subtract the mean frame of each within-window position before DTW (windowed "
+                        "upstreams such as the M2D ViTs; no effect on fbank; default on)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable audio files (counted in the record)")
     p.add_argument("--folds", nargs="+", default=None, metavar="FOLD",
                    help="evaluate only these folds, e.g. --folds fold1 (ESC-50 has fold1..fold5; recorded)")
@@ -72,13 +79,17 @@ def _run(args) -> int:
         if args.beam_size:
             task_options["beam_size"] = args.beam_size
     if args.normalize_layers:
-        if args.task not in ("pr", "asr"):
-            raise SystemExit("bench run: error: --normalize-layers applies only to --task pr or asr")
+        if args.task == "qbe":
+            raise SystemExit("bench run: error: --normalize-layers applies to the weighted protocol; qbe has only dtw")
         task_options["normalize_layers"] = args.normalize_layers == "on"
+    if args.position_removal:
+        if args.task != "qbe":
+            raise SystemExit("bench run: error: --position-removal applies only to --task qbe")
+        task_options["position_removal"] = args.position_removal == "on"
     req = RunRequest(
         upstream=args.upstream, task=args.task, protocol=args.protocol, ckpt=args.ckpt,
         upstream_options=dict(args.option), dataset=args.dataset, profile=args.profile, data_root=args.data_root,
-        results=args.results, seed=args.seed, lrs=args.lr, layer=args.layer, precision=args.precision,
+        results=args.results, seed=args.seed, seeds=args.seeds, lrs=args.lr, layer=args.layer, precision=args.precision,
         device=args.device, batch_seconds=args.batch_seconds, skip_bad=args.skip_bad, task_options=task_options,
         finetune={"upstream_lr_scale": args.upstream_lr_scale, **({"time_mask": 8, "freq_mask": 16} if args.specaug else {})},
         cache_root=args.cache_root, progress=not args.no_progress, folds=args.folds,
@@ -88,8 +99,11 @@ def _run(args) -> int:
     if args.json:
         print(json.dumps(record.to_dict(), indent=2))
     else:
-        std = record.secondary.get("std")
+        std, ci = record.secondary.get("std"), record.secondary.get("ci95")
         extra = f" ± {fmt_score(record.metric, std)}" if std is not None else ""
+        if ci:
+            extra += (f", 95% CI [{fmt_score(record.metric, ci[0])}, {fmt_score(record.metric, ci[1])}] over "
+                      f"{len(record.seeds)} seed(s)")
         print(f"{record.upstream} / {record.task} / {record.protocol}: {record.metric} = "
               f"{fmt_score(record.metric, record.score)}{extra} (lr {record.lr}, {record.wall_time_s:.0f} s) -> {path}")
     return 0

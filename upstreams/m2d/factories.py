@@ -11,15 +11,31 @@ PAPER = "Niizumi et al., Masked Modeling Duo, TASLP 2024 (arXiv 2404.06095)"
 
 @register_upstream(
     "random",
-    description="M2D ViT architecture with seeded random weights: the no-pretraining control",
+    description="M2D ViT architecture with seeded random weights: the no-pretraining control "
+                "(like=CKPT: the exact step-0 twin of the run that wrote CKPT)",
     paper=PAPER,
 )
-def random(ckpt=None, arch: str = "mini", seed: int = 0, max_windows: int = 64) -> M2DUpstream:
-    if ckpt is not None:
-        from ..errors import OptionError
+def random(ckpt=None, arch: str | None = None, seed: int | None = None, max_windows: int = 64,
+           like: str | None = None) -> M2DUpstream:
+    """arch=tiny|mini|base (default mini) and seed (default 0) pick a seeded random ViT; like=CKPT
+    instead rebuilds the step 0 of the m2d/m2dx run that wrote CKPT: its architecture, front end,
+    normalisation statistics and initial weights (`upstreams.m2d.twin`)."""
+    from ..errors import OptionError
 
-        raise OptionError("random has no weights to load; choose the architecture with arch=tiny|mini|base")
-    return random_upstream(arch=arch, seed=seed, max_windows=max_windows)
+    if ckpt is not None:
+        raise OptionError("random has no weights to load; for the step-0 twin of a pretraining run pass "
+                          "-o like=CKPT (Python: like=CKPT), else choose the architecture with arch=tiny|mini|base")
+    if like is not None:
+        if seed is not None:
+            raise OptionError("random: seed cannot be combined with like=CKPT - the seed comes from the run (its "
+                              "train.seed); drop seed")
+        if arch is not None:
+            raise OptionError("random: arch cannot be combined with like=CKPT - the architecture comes from the run's "
+                              "checkpoint; drop arch")
+        from .twin import twin_of
+
+        return twin_of(like, max_windows=max_windows)
+    return random_upstream(arch=arch or "mini", seed=0 if seed is None else seed, max_windows=max_windows)
 
 
 @register_upstream("m2d", description="M2D pretrained in this repository (bench pretrain m2d)", paper=PAPER,

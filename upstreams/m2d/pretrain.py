@@ -43,7 +43,7 @@ from .m2dx import M2DX
 from .model import M2D, PREDICTOR_PRESETS, PredictorConfig, ema_rate
 
 __all__ = ["DataConfig", "M2DConfig", "OfflineConfig", "NoiseConfig", "M2DXConfig", "M2D_PRESETS", "M2DX_PRESETS",
-           "build_m2d", "build_m2dx", "InitWeights", "load_init", "M2D_METHOD", "M2DX_METHOD"]
+           "build_m2d", "build_m2dx", "InitWeights", "load_init", "initial_m2d_model", "M2D_METHOD", "M2DX_METHOD"]
 
 
 @dataclass(frozen=True)
@@ -208,6 +208,29 @@ def _apply_init(model: M2D, init: InitWeights, log) -> None:
         log(f"{init.path} has no predictor weights: the predictor starts from random weights")
 
 
+def initial_m2d_model(cfg: M2DConfig, init: InitWeights | None = None, log=print, *, teacher=None,
+                      teacher_input: tuple[float, float] = (1.0, 0.0), num_classes: int = 0) -> M2D:
+    """The step-0 model of an m2d (`M2DConfig`) or m2dx (`M2DXConfig`) run: the ONE place that makes it.
+
+    `build_m2d`/`build_m2dx` train what this returns, and `random -o like=CKPT` (`twin.py`) rebuilds
+    the run's step 0 with it, so the two cannot drift apart. `cfg` is the resolved run config (the
+    one a checkpoint stores): seed `cfg.train.seed`, then the model, then - when the run starts
+    from `init` - the init checkpoint's encoder (and target/predictor when it has them). Everything
+    drawn from the global RNG here is part of step 0; frozen parts that come from files (the m2dx
+    teacher) are loaded by the caller before this seeds, so they do not shift the draw.
+    """
+    torch.manual_seed(cfg.train.seed)  # same initial weights on every rank
+    if isinstance(cfg, M2DXConfig):
+        off = cfg.offline
+        model = M2DX(cfg.encoder, cfg.predictor, off.dim, teacher, teacher_input, num_classes,
+                     (off.m2d_weight, off.distill_weight, off.supervised_weight), off.supervised_loss)
+    else:
+        model = M2D(cfg.encoder, cfg.predictor)
+    if init is not None:
+        _apply_init(model, init, log)
+    return model
+
+
 # -- recipes ---------------------------------------------------------------------------------------
 def _features(index: Path, cfg: M2DConfig, env: DistEnv, log) -> MelFeatures:
     """Rank 0 builds the cache if needed while the others wait, then everyone memory-maps it."""
@@ -259,10 +282,7 @@ def _ema_step(cfg: M2DConfig):
 
 def build_m2d(cfg: M2DConfig, env: DistEnv, device: torch.device, log=print) -> Recipe:
     cfg, init, feats = _resolve_common(cfg, env, log)
-    torch.manual_seed(cfg.train.seed)  # same initial weights on every rank
-    model = M2D(cfg.encoder, cfg.predictor)
-    if init is not None:
-        _apply_init(model, init, log)
+    model = initial_m2d_model(cfg, init, log)
     gf, gt = cfg.encoder.grid
     data = MelCrops(feats, cfg.encoder.input_frames, cfg.data.norm_stats, gf * gt, cfg.mask_ratio, cfg.train.seed)
     return Recipe("m2d", cfg, model, data, _export(cfg), _ema_step(cfg))
@@ -295,11 +315,7 @@ def build_m2dx(cfg: M2DXConfig, env: DistEnv, device: torch.device, log=print) -
         noise = _features(noise_index, cfg, env, log)
         cfg = dataclasses.replace(cfg, noise=dataclasses.replace(cfg.noise, index=str(noise.index)))
 
-    torch.manual_seed(cfg.train.seed)
-    model = M2DX(cfg.encoder, cfg.predictor, off.dim, teacher, teacher_input, len(labels or []),
-                 (off.m2d_weight, off.distill_weight, off.supervised_weight), off.supervised_loss)
-    if init is not None:
-        _apply_init(model, init, log)
+    model = initial_m2d_model(cfg, init, log, teacher=teacher, teacher_input=teacher_input, num_classes=len(labels or []))
     gf, gt = cfg.encoder.grid
     data = MelCrops(feats, cfg.encoder.input_frames, cfg.data.norm_stats, gf * gt, cfg.mask_ratio, cfg.train.seed,
                     noise=noise, eta=cfg.noise.eta, label_names=labels)

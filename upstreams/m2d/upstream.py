@@ -45,6 +45,8 @@ class M2DUpstream(Upstream):
         self.downsample_rate = frontend_config.hop_length * pt
         self.first_frame_center = (pt - 1) / 2 * frontend_config.hop_length / frontend_config.sample_rate
         self.hidden_sizes = [encoder_config.frame_dim] * self.encoder.num_layers
+        # M2DEncoder.cut_windows starts a new window every `input_frames` mel frames
+        self.frames_per_window = encoder_config.grid[1]
 
     def num_frames(self, num_samples: int) -> int:
         mel_frames = num_samples // self.frontend.config.hop_length + 1
