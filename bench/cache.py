@@ -2,9 +2,13 @@
 
 An entry is identified by the sha256 of its key material: the upstream's identity (name, options,
 checkpoint sha256), a hash of the code that computes features (every `upstreams/*.py`,
-`tasks/audio.py`, `bench/extract.py`), the dataset's manifest hash, the exact list of example
-keys, and the extraction settings (pooling, crop length, precision). Change any of them and a new
-entry is made; protocols, layers, learning rates and folds all share one entry.
+`tasks/audio.py`, `bench/extract.py`), the dataset's identity (`dataset_manifest`: its manifest
+hash, or `fp-` + content hash for a real corpus) and `audio_sha256`, the content hash of exactly
+the audio files the entry is extracted from (`tasks.data.identity`: full sha256 of every file,
+memoised by its stat, and checked against MANIFEST.json when there is one), the exact list of
+example keys, and the extraction settings (pooling, crop length, precision). Change any of them
+(replace one clip, even by one of the same size and mtime) and a new entry is made; protocols,
+layers, learning rates and folds all share one entry.
 
 Entries are built in a temporary directory and renamed into place with a `DONE` marker, so an
 interrupted extraction never leaves a corrupt entry; features are float16 and memory-mapped.

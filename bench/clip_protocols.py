@@ -80,8 +80,9 @@ def _summarise(task: ClipTask, protocol: str, lrs, runs: dict, extra_select: str
     keys = set(per_fold[0]["test_metrics"]) - {"score"}
     for k in sorted(keys):  # e.g. ICBHI se / sp
         secondary[k] = float(np.mean([r["test_metrics"][k] for r in per_fold]))
-    secondary["per_class_accuracy"] = {
-        c: round(float(np.mean([r["per_class"].get(c, np.nan) for r in per_fold])), 2) for c in task.classes}
+    # mean over the folds whose test split holds the class; null when no fold's does (a NaN is not JSON)
+    per_class = {c: [r["per_class"][c] for r in per_fold if c in r["per_class"]] for c in task.classes}
+    secondary["per_class_accuracy"] = {c: round(float(np.mean(v)), 2) if v else None for c, v in per_class.items()}
     selection = {"on": "validation", "criterion": f"mean validation {task.metric} over folds, best epoch per fold"
                  + extra_select, "grid": grid, "chosen": {"lr": lr}, "test_used_for_selection": False,
                  "notes": task.notes}

@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 import torch
 
 from tasks.clip_tasks import load_clip_task
-from tasks.data.build import manifest_hash
+from tasks.data.identity import DatasetIdentity, identify
 
 from .cache import EmbeddingCache
 from .errors import UserError
 from .clip_protocols import budget_for, run_finetune, run_frozen
+from .clip_knn_mlp import run_knn, run_mlp
 from .extract import ExtractionSettings, autocast_context, extract_to, load_batch
 
 __all__ = ["PartialResult", "run_clip", "dataset_record"]
@@ -30,16 +31,18 @@ class PartialResult:
     dataset: dict = field(default_factory=dict)
 
 
-def dataset_record(spec, req, directory, skipped) -> dict:
-    """The record's `dataset` field; `skipped` maps unreadable file -> reason (loaders' skip_bad)."""
+def dataset_record(spec, req, identity, skipped) -> dict:
+    """The record's `dataset` field. `identity`: the task's `DatasetIdentity` (content fingerprint of the
+    files it read; a bare folder is fingerprinted whole); `skipped` maps unreadable file -> reason."""
+    ident = identity if isinstance(identity, DatasetIdentity) else identify(identity)
     skipped = list(skipped.items())
     return {
         "name": spec.dataset,
-        "path": str(directory),
+        "path": str(ident.directory),
         "profile": req.profile if req.dataset is None else "",
-        "manifest_sha256": manifest_hash(directory),
+        **ident.record(),  # manifest_sha256, content_sha256, fingerprint
         "skipped_files": len(skipped),
-        "skipped": [f"{f}: {why}" for f, why in skipped[:20]],
+        "skipped": [f"{f}: {why.removeprefix(f'{f}: ')}" for f, why in skipped[:20]],
     }
 
 
@@ -57,16 +60,17 @@ def run_clip(req, spec, protocol, upstream, device, log=print) -> PartialResult:
             raise UserError(f"--folds {' '.join(unknown)}: {task.name} has folds {', '.join(known)}")
         task.folds = [f for f in task.folds if f.name in req.folds]
         task.notes["folds_evaluated"] = [f.name for f in task.folds]
-    dataset = dataset_record(spec, req, task.dataset_dir, task.skipped)
+    dataset = dataset_record(spec, req, task.identity or task.dataset_dir, task.skipped)
     budget = budget_for(req.profile if req.dataset is None else None, protocol)
     settings = ExtractionSettings("mean", task.clip_seconds, task.pad_mode, req.precision)
-    if protocol in ("linear", "weighted"):
+    if protocol in ("linear", "weighted", "knn", "mlp"):  # frozen: one cache entry serves all four
         ident = upstream.describe()
         material = {
             "upstream": {k: ident[k] for k in ("name", "options", "checkpoint_sha256")},
             "task": task.name,
             "task_options": data_options,
             "dataset_manifest": dataset["manifest_sha256"],
+            "audio_sha256": task.identity.sha256_of(e.path for e in task.examples),  # the bytes extracted
             "settings": settings.key(),
         }
         entry = EmbeddingCache(req.cache_root).get_or_create(
@@ -77,8 +81,13 @@ def run_clip(req, spec, protocol, upstream, device, log=print) -> PartialResult:
         log(f"[run] embeddings {'reused from' if entry.hit else 'written to'} cache {entry.path}")
         # default: on when there are layers to mix (README, "Fair comparisons": measured on fbank, random, m2d)
         normalize = protocol == "weighted" and bool(req.task_options.get("normalize_layers", upstream.num_layers > 1))
-        out = run_frozen(task, entry.pooled(layer_normed=normalize), protocol, req.lrs, req.seed, req.layer, budget,
-                         req.progress)
+        if protocol == "knn":
+            out = run_knn(task, entry.pooled(), req.layer)
+        elif protocol == "mlp":
+            out = run_mlp(task, entry.pooled(), req.lrs, req.seed, req.layer, budget, req.progress)
+        else:
+            out = run_frozen(task, entry.pooled(layer_normed=normalize), protocol, req.lrs, req.seed, req.layer,
+                             budget, req.progress)
         if protocol == "weighted":
             out.details["normalize_layers"] = normalize
             out.details["featurizer"] = ("softmax-weighted sum of all layers, each frame layer-normed first (s3prl's "

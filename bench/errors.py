@@ -9,8 +9,9 @@ class UserError(Exception):
 
 def user_error_types() -> tuple[type[BaseException], ...]:
     from tasks.audio import AudioReadError
-    from tasks.data.build import DatasetNotBuiltError
+    from tasks.data.build import DatasetError, DatasetNotBuiltError
     from tasks.data.debian import MissingToolError
     from upstreams.errors import UpstreamError
 
-    return (UserError, UpstreamError, AudioReadError, DatasetNotBuiltError, MissingToolError, FileNotFoundError)
+    return (UserError, UpstreamError, AudioReadError, DatasetNotBuiltError, DatasetError, MissingToolError,
+            FileNotFoundError)

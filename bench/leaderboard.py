@@ -1,8 +1,12 @@
 """Aggregate result records into one leaderboard table (pandas).
 
-One row per (upstream, checkpoint, options, task, protocol, dataset, folds, seeds): the most recent
-record of that combination wins, so re-running a configuration replaces its row while different
-checkpoints, datasets (tiny vs mini vs a real corpus), fold subsets or seed sets stay apart. Columns
+One row per (upstream, checkpoint, options, task, protocol, dataset, folds, seeds, run options): the most
+recent record of that combination wins, so re-running a configuration replaces its row while different
+checkpoints, datasets (tiny vs mini vs a real corpus), fold subsets, seed sets or any other option that
+changes the score (`run_options`: the layer, task options such as `--classes` or the decoder, the head's
+layer normalisation or QbE position removal, the lr grid, the training budget, fine-tuning settings,
+precision) stay apart. A record the table cannot use (a score that is not a number) is skipped with one
+warning line. Columns
 start with `upstream,task,protocol,metric,score` (the contract other tools read), then the seed
 statistics `n_seeds,score_std,ci95_low,ci95_high` (`bench.stats`: std over seeds; t-interval over the
 seed x fold units, `ci_method` says over how many). `pool_seeds` merges rows that differ only in
@@ -12,6 +16,7 @@ the pretraining seed behind them (one checkpoint per seed in `bench reproduce --
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -27,9 +32,38 @@ COLUMNS = [
     "upstream", "task", "protocol", "metric", "score", "n_seeds", "score_std", "ci95_low", "ci95_high", "ci_method",
     "std", "higher_is_better", "split",
     "dataset", "profile", "manifest_sha256", "checkpoint_sha256", "upstream_options", "lr", "seed", "seeds", "folds",
-    "selected_on", "wall_time_s", "peak_memory_mb", "git_commit", "created", "record",
+    "run_options", "selected_on", "wall_time_s", "peak_memory_mb", "git_commit", "created", "record",
 ]
-_KEY = ["upstream", "checkpoint_sha256", "upstream_options", "task", "protocol", "manifest_sha256", "folds", "seeds"]
+_KEY = ["upstream", "checkpoint_sha256", "upstream_options", "task", "protocol", "manifest_sha256", "folds", "seeds",
+        "run_options"]
+
+
+def run_options(rec: dict) -> dict:
+    """The options of a run, besides the upstream's, that change its score, read from what the record
+    says was done (so records written before this column existed get theirs too)."""
+    det = rec.get("details") or {}
+    out: dict = {}
+    layer = det.get("layer")
+    if isinstance(layer, int) and not isinstance(layer, bool):
+        n = (det.get("upstream") or {}).get("num_layers")
+        out["layer"] = layer % n if isinstance(n, int) and n > 0 else layer  # -1 and n-1 are one layer
+    elif layer is not None and layer != "weighted":
+        out["layer"] = layer
+    if det.get("classes"):  # clip tasks: the label set (speech_commands --classes superb12 | all35)
+        out["classes"] = len(det["classes"])
+    for key in ("decoder", "normalize_layers", "upstream_lr_scale", "time_mask", "freq_mask", "precision"):
+        if det.get(key) is not None:
+            out[key] = det[key]
+    removal = ((det.get("scoring") or {}).get("position_removal") or {})
+    if isinstance(removal, dict) and removal.get("enabled") is not None:
+        out["position_removal"] = bool(removal["enabled"])
+    if det.get("budget"):
+        out["budget"] = det["budget"]
+    grid = (rec.get("selection") or {}).get("grid") or []
+    lrs = [g["lr"] for g in grid if isinstance(g, dict) and g.get("lr") is not None]
+    if lrs:
+        out["lr_grid"] = sorted(lrs)
+    return out
 
 
 def record_units(rec: dict) -> list[Unit]:
@@ -83,13 +117,20 @@ def _row(rec: dict) -> dict:
         "record": rec.get("_path", ""),
         "folds": " ".join(folds),
         "seeds": " ".join(str(s) for s in sorted({u.seed for u in units})),
+        "run_options": json.dumps(run_options(rec), sort_keys=True, default=str),
         "units": units,
     }
 
 
 def leaderboard(results_dir: str | Path, profile: str | None = None) -> pd.DataFrame:
     """The leaderboard of `results_dir` (optionally one data profile), sorted by task, protocol, score."""
-    rows = [_row(r) for r in read_records(results_dir)]
+    rows = []
+    for rec in read_records(results_dir):
+        try:
+            rows.append(_row(rec))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a record edited or broken by hand
+            print(f"warning: skipping {rec.get('_path', 'a record')}: unusable for the leaderboard "
+                  f"({type(exc).__name__}: {exc})", file=sys.stderr)
     df = pd.DataFrame(rows, columns=COLUMNS + ["units"])
     if df.empty:
         return df
@@ -111,7 +152,8 @@ def pool_seeds(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return df
     out = []
-    for _, g in df.groupby(["upstream", "task", "protocol", "manifest_sha256", "folds"], sort=False):
+    by = ["upstream", "task", "protocol", "manifest_sha256", "folds"] + (["run_options"] if "run_options" in df else [])
+    for _, g in df.groupby(by, sort=False):
         if len(g) == 1:
             out.append(g.iloc[0].to_dict())
             continue
@@ -125,7 +167,7 @@ def pool_seeds(df: pd.DataFrame) -> pd.DataFrame:
         row.update(**_stats_columns(units), score=summarise_units(units).score, units=units,
                    seeds=" ".join(map(str, seeds)), seed=None, lr=None,
                    std=sum(stds) / len(stds) if stds else None,
-                   checkpoint_sha256=";".join(str(c) for c in g["checkpoint_sha256"]),
+                   checkpoint_sha256=";".join(str(c) for c in g["checkpoint_sha256"] if c),
                    upstream_options=";".join(g["upstream_options"]), record=";".join(map(str, g["record"])),
                    wall_time_s=float(sum(g["wall_time_s"])),
                    git_commit=";".join(sorted({str(c) for c in g["git_commit"]})),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -23,7 +24,14 @@ def fmt_score(metric: str, value: float) -> str:
 
 
 def _label(row) -> str:
-    return row["upstream"] if not row.get("checkpoint_sha256") else f"{row['upstream']} ({row['checkpoint_sha256'][:6]})"
+    """The upstream, with its checkpoint's short hash when one checkpoint stands behind the row (rows pooled
+    over seeds hold one checkpoint per seed, `;`-separated, and are labelled by the upstream alone)."""
+    sha = str(row.get("checkpoint_sha256") or "")
+    return row["upstream"] if not sha or ";" in sha else f"{row['upstream']} ({sha[:6]})"
+
+
+CAPTION = ("colour: position within each column, green = best; [a, b]: 95 % t-interval over seed x fold units "
+           "(± fold std with one unit per fold only)")
 
 
 def heatmap(df: pd.DataFrame, path: str | Path, title: str = "Leaderboard") -> Path:
@@ -50,7 +58,10 @@ def heatmap(df: pd.DataFrame, path: str | Path, title: str = "Leaderboard") -> P
             rel = 0.5 if hi == lo else (r["score"] - lo) / (hi - lo)
             colour[i, c] = rel if hib else 1 - rel
             text[i][c] = fmt_score(r["metric"], r["score"]) + _spread_text(r)
-    fig, ax = plt.subplots(figsize=(1.3 + 1.25 * len(cols), 1.0 + 0.55 * len(rows)))
+    width = max(4.0, 1.3 + 1.25 * len(cols))  # wide enough for the y labels and a readable caption
+    # the caption wrapped to the figure's width (about 17 characters of 7-pt text per inch), and room for it
+    caption = textwrap.fill(CAPTION, width=max(40, int(width * 17)))
+    fig, ax = plt.subplots(figsize=(width, 1.0 + 0.55 * len(rows) + 0.12 * caption.count("\n")))
     ax.imshow(np.ma.masked_invalid(colour), cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
     for i in range(len(rows)):
         for c in range(len(cols)):
@@ -60,8 +71,7 @@ def heatmap(df: pd.DataFrame, path: str | Path, title: str = "Leaderboard") -> P
     ax.set_xticks(range(len(cols)), cols, fontsize=7)
     ax.set_yticks(range(len(rows)), rows, fontsize=8)
     ax.set_title(title, fontsize=10)
-    ax.set_xlabel("colour: position within each column, green = best; [a, b]: 95 % t-interval over seed x fold units "
-                  "(± fold std with one unit per fold only)", fontsize=7)
+    ax.set_xlabel(caption, fontsize=7)
     fig.tight_layout()
     return _save(fig, path)
 

@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tasks.clip_tasks import dataset_identity
-from tasks.data.build import manifest_hash
+from tasks.clip_tasks import read_identity
+from tasks.data.identity import DatasetIdentity
 from tasks.datasets.quesst14 import QbESplit, find_root, load_quesst14
 from tasks.metrics.twv import QUESST2014, load_groundtruth, score_matrix
 from tasks.qbe import DECISION_THRESHOLD, position_variance_fraction, qbe_scores, remove_position_mean, write_stdlist
@@ -72,6 +72,7 @@ class QbEFeatures:
     splits: dict[str, QbESplit]  # "dev" / "eval"
     entry: CacheEntry
     rows: dict[str, list[int]]  # "dev" / "eval" / "docs" -> cache example rows
+    identity: DatasetIdentity | None = None  # content fingerprint of the files read (record's dataset identity)
 
     @property
     def documents(self):
@@ -103,11 +104,13 @@ def qbe_features(upstream, dataset=None, *, profile: str = "mini", data_root=Non
     if not docs:
         raise ValueError(f"{root}: no {LANGUAGE} documents")
     examples = [*splits["dev"].queries, *splits["eval"].queries, *docs]
+    identity = read_identity(root, splits["dev"].queries, splits["eval"].queries, docs)
     settings = ExtractionSettings("frames", None, "repeat", precision)
     ident = upstream.describe()
     material = {"upstream": {k: ident[k] for k in ("name", "options", "checkpoint_sha256")},
                 "task": "quesst14-frames", "language": LANGUAGE,
-                "dataset_manifest": manifest_hash(dataset_identity(root)[0]), "settings": settings.key()}
+                "dataset_manifest": identity.manifest_sha256,
+                "audio_sha256": identity.sha256_of(e.path for e in examples), "settings": settings.key()}
     def build(tmp):
         from .speech_protocols import _adaptive_threads  # threads that follow what other jobs leave free
 
@@ -118,7 +121,7 @@ def qbe_features(upstream, dataset=None, *, profile: str = "mini", data_root=Non
     n_dev, n_eval = len(splits["dev"].queries), len(splits["eval"].queries)
     rows = {"dev": list(range(n_dev)), "eval": list(range(n_dev, n_dev + n_eval)),
             "docs": list(range(n_dev + n_eval, len(examples)))}
-    return QbEFeatures(root, splits, entry, rows)
+    return QbEFeatures(root, splits, entry, rows, identity)
 
 
 def run_qbe(req, spec, protocol: str, upstream, device, log=print) -> PartialResult:
@@ -132,7 +135,7 @@ def run_qbe(req, spec, protocol: str, upstream, device, log=print) -> PartialRes
     entry, splits = feats.entry, feats.splits
     log(f"[run] frame features {'reused from' if entry.hit else 'written to'} cache {entry.path}")
     skipped = {**feats.documents.skipped, **splits["dev"].queries.skipped, **splits["eval"].queries.skipped}
-    dataset = dataset_record(spec, req, dataset_identity(feats.root)[0], skipped)
+    dataset = dataset_record(spec, req, feats.identity, skipped)
     dataset["queries"] = {s: len(sp.queries) for s, sp in splits.items()}
     dataset["documents"] = len(feats.documents)
     names = {s: feats.names(s) for s in splits}

@@ -5,19 +5,24 @@ hash), on what (task, dataset path and manifest hash, split scored), how (protoc
 learning rate and epoch were selected - always on validation, with every grid point's validation
 score), and with what code (package version, git commit). Concurrent runs write distinct files
 (`<time>-<pid>-<random>`) through `atomic_write_json`, so any number of writers can share a
-results directory and readers never see half a record.
+results directory and readers never see half a record. Records are strict JSON: a non-finite number
+(a NaN metric) is written as null and listed under `non_finite_as_null`. When the results directory
+cannot take the record after the work is done (a full disk, permissions changed mid-run), the record is
+saved under the user cache dir (else the system temp dir) and the error says where.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import platform
 import resource
 import secrets
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,11 +30,13 @@ from typing import Any
 
 import torch
 
-from upstreams.fileio import atomic_write_json
+from upstreams.fileio import atomic_write_json, finite_json, writable_problem
 
 from . import __version__
+from .errors import UserError
 
-__all__ = ["ResultRecord", "write_record", "read_records", "RunTimer", "git_commit", "RECORDS_DIR", "REQUIRED"]
+__all__ = ["ResultRecord", "write_record", "read_records", "RunTimer", "git_commit", "RECORDS_DIR", "REQUIRED",
+           "record_dict", "check_results_writable", "RecordSavedElsewhere", "fallback_records_dirs"]
 
 RECORDS_DIR = "records"
 REQUIRED = ("upstream", "task", "protocol", "metric", "score")
@@ -134,19 +141,73 @@ def portable_paths(obj, base: Path | None = None):
     return obj
 
 
+def record_dict(record: ResultRecord) -> dict:
+    """The record as written: portable paths, strict-JSON numbers (non-finite ones null, and listed)."""
+    d, non_finite = finite_json(portable_paths(record.to_dict()))
+    if non_finite:
+        d["non_finite_as_null"] = non_finite
+    return d
+
+
+class RecordSavedElsewhere(UserError):
+    """The results directory refused the finished record; it was saved at `path` instead."""
+
+    def __init__(self, message: str, path: Path):
+        super().__init__(message)
+        self.path = path
+
+
+def fallback_records_dirs() -> list[Path]:
+    """Where a record goes when its results directory cannot take it: the user cache dir, else the temp dir."""
+    import platformdirs
+
+    return [Path(platformdirs.user_cache_dir("audio-repr-bench")) / "unsaved-records",
+            Path(tempfile.gettempdir()) / "audio-repr-bench-unsaved-records"]
+
+
+def check_results_writable(results_dir: str | Path, task: str, flag: str = "--results") -> None:
+    """Fail before any work (one line) when records cannot be written under `results_dir`."""
+    problem = writable_problem(Path(results_dir) / RECORDS_DIR / _slug(task))
+    if problem:
+        raise UserError(f"{flag} {results_dir}: {problem}; choose a writable results directory")
+
+
 def write_record(record: ResultRecord, results_dir: str | Path) -> Path:
-    """Write `record` as a new JSON file under `<results_dir>/records/<task>/`; returns its path."""
-    d = portable_paths(record.to_dict())
+    """Write `record` as a new JSON file under `<results_dir>/records/<task>/`; returns its path.
+
+    If that fails (ENOSPC, permissions), the record is saved in `fallback_records_dirs()` and
+    `RecordSavedElsewhere` (a one-line user error naming both places) is raised."""
+    if isinstance(record.score, (int, float)) and not math.isfinite(record.score):
+        raise ValueError(f"result record score is {'NaN' if record.score != record.score else record.score} "
+                         f"({record.upstream} / {record.task} / {record.protocol})")
+    d = record_dict(record)
     missing = [k for k in REQUIRED if d.get(k) in (None, "")]
     if missing:
         raise ValueError(f"result record lacks {', '.join(missing)}")
-    if d["score"] != d["score"]:
-        raise ValueError(f"result record score is NaN ({record.upstream} / {record.task} / {record.protocol})")
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
     name = f"{_slug(record.upstream)}__{_slug(record.protocol)}__{stamp}-{os.getpid()}-{secrets.token_hex(3)}.json"
     path = Path(results_dir) / RECORDS_DIR / _slug(record.task) / name
-    atomic_write_json(path, d)
-    return path
+    try:
+        atomic_write_json(path, d)
+        return path
+    except OSError as exc:
+        failure = exc
+    for base in fallback_records_dirs():
+        spare = base / _slug(record.task) / name
+        try:
+            atomic_write_json(spare, d)
+        except OSError:
+            continue
+        raise RecordSavedElsewhere(
+            f"could not write the result record to {path.parent} ({failure.strerror or failure}); the finished "
+            f"result was saved to {spare} - move it into {path.parent}/ once that is writable", spare)
+    raise UserError(f"could not write the result record to {path.parent} ({failure.strerror or failure}) nor to "
+                    f"{' or '.join(str(b) for b in fallback_records_dirs())}; the result was: {record.upstream} / "
+                    f"{record.task} / {record.protocol} {record.metric} = {record.score}")
+
+
+def _valid_score(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def read_records(results_dir: str | Path) -> list[dict]:
@@ -159,8 +220,12 @@ def read_records(results_dir: str | Path) -> list[dict]:
         except (OSError, json.JSONDecodeError) as exc:
             print(f"warning: skipping unreadable record {p}: {exc}", file=sys.stderr)
             continue
-        if not all(k in rec for k in REQUIRED):
-            print(f"warning: skipping {p}: missing {[k for k in REQUIRED if k not in rec]}", file=sys.stderr)
+        if not isinstance(rec, dict) or not all(k in rec for k in REQUIRED):
+            missing = [k for k in REQUIRED if k not in rec] if isinstance(rec, dict) else "every field (not an object)"
+            print(f"warning: skipping {p}: missing {missing}", file=sys.stderr)
+            continue
+        if not _valid_score(rec["score"]):
+            print(f"warning: skipping {p}: score {rec['score']!r} is not a finite number", file=sys.stderr)
             continue
         rec["_path"] = str(p)
         out.append(rec)

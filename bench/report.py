@@ -59,8 +59,9 @@ class Claim:
 # Scores at which a task was not learned at all: CTC error rates near 100 % (the blank plateau, or
 # a head that fails on the unseen test voice) and term-weighted values near 0 (the "always NO"
 # system scores exactly 0). Two upstreams both beyond these say nothing about which one is better.
+# ICBHI's score (Se + Sp) / 2 is exactly 50 for a head that predicts one class for every cycle.
 _NOT_LEARNED = {"per": lambda v: v >= 90.0, "wer": lambda v: v >= 90.0, "cer": lambda v: v >= 90.0,
-                "mtwv": lambda v: v <= 0.01, "atwv": lambda v: v <= 0.01}
+                "mtwv": lambda v: v <= 0.01, "atwv": lambda v: v <= 0.01, "icbhi_score": lambda v: v <= 50.0}
 _ERROR_RATES = {"per", "wer", "cer"}
 WER_SATURATED = 90.0  # mini ASR: when every upstream's WER is at or above this, claims use CER
 
@@ -199,7 +200,8 @@ def render_report(df: pd.DataFrame, meta: dict) -> str:
         "(and folds); [a, b] is the 95 % t-interval over the seed x fold units. A claim *holds* only when a",
         "paired t-test over the units both upstreams share (same seed, same fold) gives p < 0.05 in the",
         "paper's direction, is *reversed* when significant the other way, and is *inconclusive*",
-        "otherwise or when both are at chance level (error rates of 90 % or more, MTWV of 0.01 or less).",
+        "otherwise or when both are at chance level (error rates of 90 % or more, MTWV of 0.01 or less,",
+        "an ICBHI score of 50 or less: one class predicted for every cycle).",
         f"ASR claims use test CER when every upstream's WER is {WER_SATURATED:.0f} or more (WER stays the headline).",
         "`random` is the step-0 twin of each seed's `m2d` run (same architecture, front end, statistics and",
         "initial weights); M2D-X and SCORE start from that seed's `m2d`, so `m2d` is their control.",
@@ -219,7 +221,7 @@ def render_report(df: pd.DataFrame, meta: dict) -> str:
         t = c.test
         diff = (f"{t.diff:+.3g} [{t.ci95_low:+.3g}, {t.ci95_high:+.3g}]" if t.ci95_low == t.ci95_low
                 else f"{t.diff:+.3g}")
-        verdict = {"holds": "holds", "reversed": "**reversed**"}.get(c.verdict, f"inconclusive ({c.why})")
+        verdict = {"holds": "holds", "reversed": "**reversed**"}.get(c.verdict, f"inconclusive: {c.why}")
         lines.append(f"| {c.claim} | {c.task} | {c.protocol} | {c.paper} | {c.metric} | {c.a} {t.mean_a:.4g} | "
                      f"{c.b} {t.mean_b:.4g} | {diff} | {_fmt_p(t.p)} | {t.n} | {verdict} |")
     if not claims:

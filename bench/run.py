@@ -8,6 +8,8 @@ the embedding cache, built atomically, keeps whatever extraction had finished).
 
 from __future__ import annotations
 
+import inspect
+import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,14 +20,14 @@ import upstreams
 from tasks.registry import get_task
 
 from .errors import UserError
-from .records import ResultRecord, RunTimer, write_record
+from .records import ResultRecord, RunTimer, check_results_writable, write_record
 from .stats import Unit, check_seeds, summarise_units
 
 __all__ = ["RunRequest", "run", "resolve_device"]
 
 CLIP_TASKS = ("esc50", "speech_commands", "icbhi")
 SPEECH_TASKS = ("asr", "pr", "qbe")
-UNTRAINED_PROTOCOLS = {"dtw"}  # nothing is trained, so head seeds cannot change the score
+UNTRAINED_PROTOCOLS = {"dtw", "knn"}  # nothing is trained, so head seeds cannot change the score
 
 
 @dataclass
@@ -58,9 +60,43 @@ class RunRequest:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UserError(f"--device {name}: not a device name; use cpu, cuda or cuda:N (default auto)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                            f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    elif device.type != "cpu":
+        backend = getattr(torch, device.type, None)
+        if not (backend is not None and hasattr(backend, "is_available") and backend.is_available()):
+            raise UserError(f"--device {name}: no {device.type} device on this machine; use cpu or cuda")
+    return device
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_ad_hoc_upstream(name: str) -> None:
+    """`--upstream package.module:attr` must name an upstream factory: a callable taking `ckpt=`."""
+    if ":" not in name or name.startswith(("hear:", "s3prl:")):
+        return
+    from upstreams.registry import info
+
+    entry = info(name)  # unknown module / attribute: UnknownUpstreamError, one line
+    if entry.source != "ad-hoc":
+        return
+    try:
+        params = inspect.signature(entry.factory).parameters.values()
+    except (TypeError, ValueError):
+        return  # no signature to check (a builtin or C callable): the call below decides
+    if not any(p.name == "ckpt" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        raise UserError(f"--upstream {name}: not an upstream factory (a factory takes ckpt=None and options as "
+                        f"keywords and returns a torch.nn.Module; see `bench list upstreams`)")
 
 
 def _validate(req: RunRequest):
@@ -76,9 +112,53 @@ def _validate(req: RunRequest):
     if req.dataset is not None and not Path(req.dataset).exists():
         raise UserError(f"--dataset {req.dataset}: no such directory")
     check_seeds(req.seeds)
-    if req.lrs is not None and (not req.lrs or any(lr <= 0 for lr in req.lrs)):
-        raise UserError(f"--lr values must be positive, got {req.lrs}")
+    if req.lrs is not None:
+        bad = [lr for lr in req.lrs if not (_finite(lr) and lr > 0)]
+        if not req.lrs or bad:
+            raise UserError(f"--lr {' '.join(str(lr) for lr in (bad or req.lrs))}: learning rates must be finite "
+                            f"numbers > 0, e.g. --lr 1e-4 1e-3")
+    if not (_finite(req.batch_seconds) and req.batch_seconds > 0):
+        raise UserError(f"--batch-seconds {req.batch_seconds}: must be a finite number of seconds > 0 (default 120)")
+    scale = req.finetune.get("upstream_lr_scale", 0.1)
+    if not (_finite(scale) and scale > 0):
+        raise UserError(f"--upstream-lr-scale {scale}: must be a finite number > 0 (default 0.1)")
+    beam = req.task_options.get("beam_size")
+    if beam is not None and (not isinstance(beam, int) or beam < 1):
+        raise UserError(f"--beam-size {beam}: must be a whole number >= 1 (default 5)")
+    if req.write:
+        check_results_writable(req.results, req.task)
+    if protocol != "finetune":
+        from .cache import cache_root
+        from upstreams.fileio import writable_problem
+
+        problem = writable_problem(cache_root(req.cache_root))
+        if problem:
+            raise UserError(f"--cache-root {req.cache_root or cache_root(None)}: {problem}; choose a writable "
+                            f"embedding cache (--cache-root DIR or $BENCH_CACHE)")
+    _check_ad_hoc_upstream(req.upstream)
     return spec, protocol
+
+
+def _check_layer(req: RunRequest, protocol: str, upstream) -> None:
+    """A one-layer protocol's --layer must exist in this upstream: checked before any extraction."""
+    if protocol not in ("linear", "knn", "mlp"):
+        return
+    n = int(getattr(upstream, "num_layers", 0) or 0)
+    if n and not -n <= req.layer < n:
+        raise UserError(f"--layer {req.layer} is out of range: upstream '{req.upstream}' has {n} layer(s); choose one of "
+                        f"{-n}..{n - 1} (-1 = the last)")
+
+
+def _load_upstream(req: RunRequest, device):
+    try:
+        upstream = upstreams.load(req.upstream, ckpt=req.ckpt, **req.upstream_options)
+    except TypeError as exc:
+        if ":" in req.upstream and not isinstance(exc, upstreams.UpstreamError):
+            raise UserError(f"--upstream {req.upstream}: not an upstream factory ({exc})") from None
+        raise
+    if not isinstance(upstream, torch.nn.Module):
+        raise UserError(f"--upstream {req.upstream}: the factory returned {type(upstream).__name__}, not an upstream")
+    return upstream.to(device).eval()
 
 
 def ensure_dataset(spec, req: RunRequest, log=print) -> None:
@@ -93,7 +173,8 @@ def run(req: RunRequest, log=print) -> tuple[ResultRecord, Path | None]:
     spec, protocol = _validate(req)
     timer = RunTimer()
     device = resolve_device(req.device)
-    upstream = upstreams.load(req.upstream, ckpt=req.ckpt, **req.upstream_options).to(device).eval()
+    upstream = _load_upstream(req, device)
+    _check_layer(req, protocol, upstream)
     ensure_dataset(spec, req, log)
     t0 = time.perf_counter()
     seeds = list(req.seeds) if req.seeds else [req.seed]

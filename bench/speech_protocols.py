@@ -250,6 +250,7 @@ def _cached_sources(req, task: CTCTask, upstream, dataset_hash: str, layer: int 
         "task": "librispeech-frames",  # shared by pr and asr
         "splits": {role: corpus[role].stats.get("split") for role in corpus},
         "dataset_manifest": dataset_hash,
+        "audio_sha256": task.identity.sha256_of(e.path for e in examples),  # the bytes extracted
         "settings": settings.key(),
     }
     threads: list[int] = []
@@ -332,7 +333,7 @@ def run_ctc(req, spec, protocol: str, upstream, device, log=print) -> PartialRes
     """Train and score one (upstream, pr|asr, protocol); returns what `bench.run` turns into a record."""
     profile = req.profile if req.dataset is None else None
     task = load_ctc_task(req.task, req.dataset, profile=req.profile, root=req.data_root, skip_bad=req.skip_bad)
-    dataset = dataset_record(spec, req, task.dataset_dir, task.skipped)
+    dataset = dataset_record(spec, req, task.identity or task.dataset_dir, task.skipped)
     dataset["splits"] = {role: {k: v for k, v in st.items() if k != "oov_most_common"}
                          for role, st in task.stats.items()}
     settings = settings_for(req.task, profile, protocol)

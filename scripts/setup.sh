@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)
+APT_PACKAGES=(flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts chromium chromium-driver)
 PY=${PYTHON:-python3}
 
 missing=()
@@ -52,6 +52,11 @@ if ! "$PY" -c "import tensorflow" 2>/dev/null; then
 fi
 if ! command -v hear-validator >/dev/null; then
   pip_install --no-deps --ignore-requires-python hearvalidator==2021.0.6
+fi
+# hearbaseline 2021.1.1 (a third-party HEAR module the tests run as `hear:hearbaseline.naive`) pins
+# numpy==1.19.2 / numba==0.48 and pulls TensorFlow: install it alone; librosa comes with the test extras.
+if ! "$PY" -c "import importlib.metadata as m, sys; sys.exit(m.version('hearbaseline') != '2021.1.1')" 2>/dev/null; then
+  pip_install --no-deps hearbaseline==2021.1.1
 fi
 "$PY" -c "import torch; assert torch.__version__.startswith('2.14.1'), torch.__version__"
 echo "setup: done"

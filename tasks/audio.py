@@ -17,11 +17,35 @@ import soundfile as sf
 import torch
 import torchaudio
 
-__all__ = ["AudioReadError", "read_audio", "resample", "audio_info", "fixed_length"]
+__all__ = ["AudioReadError", "REMEDY", "read_audio", "resample", "audio_info", "fixed_length", "non_finite_problem"]
+
+# What to do about a file that cannot be used as audio; every AudioReadError message ends with it.
+REMEDY = "re-export it as 16-bit PCM WAV/FLAC (or restore it), or pass --skip-bad to leave it out"
+MISSING_REMEDY = "restore it, or pass --skip-bad to leave it out"
+FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")  # the only sample formats that can hold NaN or infinity
 
 
 class AudioReadError(ValueError):
     """A file that cannot be used as audio; the message names the file and what to do."""
+
+
+def non_finite_problem(fh: sf.SoundFile, chunk: int = 1 << 18) -> str | None:
+    """Why an open file's samples are not all finite, or None. Only float files are read (integer PCM
+    cannot hold NaN or infinity), so checking a corpus of 16-bit files costs nothing."""
+    if fh.subtype not in FLOAT_SUBTYPES:
+        return None
+    fh.seek(0)
+    pos = 0
+    while pos < fh.frames:
+        block = fh.read(frames=min(chunk, fh.frames - pos), dtype="float32", always_2d=True)
+        if not len(block):
+            break
+        bad = ~np.isfinite(block)
+        if bad.any():
+            first = pos + int(np.argmax(bad.any(axis=1)))
+            return f"contains NaN or infinite samples (first at {first / fh.samplerate:.3f} s)"
+        pos += len(block)
+    return None
 
 
 @functools.lru_cache(maxsize=32)
@@ -41,7 +65,7 @@ def audio_info(path: str | os.PathLike) -> sf._SoundFileInfo:
     try:
         return sf.info(str(path))
     except Exception as exc:  # soundfile raises RuntimeError / LibsndfileError / TypeError
-        raise AudioReadError(f"{path}: not a readable audio file ({exc}); re-download or rebuild it") from exc
+        raise AudioReadError(f"{path}: not a readable audio file ({exc}); {REMEDY}") from exc
 
 
 def read_audio(
@@ -58,7 +82,7 @@ def read_audio(
     """
     path = Path(path)
     if not path.exists():
-        raise AudioReadError(f"{path}: file not found")
+        raise AudioReadError(f"{path}: file not found; {MISSING_REMEDY}")
     try:
         with sf.SoundFile(str(path)) as fh:
             sr = fh.samplerate
@@ -68,12 +92,12 @@ def read_audio(
                 fh.seek(begin)
             data = fh.read(frames=max(0, end - begin), dtype="float32", always_2d=True)
     except Exception as exc:
-        raise AudioReadError(f"{path}: not a readable audio file ({exc}); re-download or rebuild it") from exc
+        raise AudioReadError(f"{path}: not a readable audio file ({exc}); {REMEDY}") from exc
     if data.shape[0] == 0:
-        raise AudioReadError(f"{path}: contains no audio samples (empty or truncated file)")
+        raise AudioReadError(f"{path}: contains no audio samples (empty or truncated file); {REMEDY}")
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if not np.isfinite(mono).all():
-        raise AudioReadError(f"{path}: contains NaN or infinite samples")
+        raise AudioReadError(f"{path}: contains NaN or infinite samples; {REMEDY}")
     wav = torch.from_numpy(np.ascontiguousarray(mono))
     if target_sr is not None and target_sr != sr:
         wav = resample(wav, sr, target_sr)

@@ -20,11 +20,12 @@ from typing import Callable
 
 import numpy as np
 
-from .data.build import manifest_hash
+from .data.build import DatasetError, manifest_hash
+from .data.identity import DatasetIdentity, identify, manifest_dir
 from .datasets.base import AudioExample
 from .metrics.classification import accuracy, icbhi_scores
 
-__all__ = ["Fold", "ClipTask", "CLIP_TASKS", "load_clip_task", "dataset_identity"]
+__all__ = ["Fold", "ClipTask", "CLIP_TASKS", "load_clip_task", "dataset_identity", "read_identity"]
 
 
 @dataclass
@@ -50,14 +51,24 @@ class ClipTask:
     balanced_sampling: bool = False
     skipped: dict = field(default_factory=dict)  # unreadable file -> reason (skip_bad)
     notes: dict = field(default_factory=dict)
+    identity: DatasetIdentity | None = None  # content fingerprint of exactly the files read (tasks.data.identity)
 
 
 def dataset_identity(top: Path) -> tuple[Path, str]:
-    """(directory, hash) of a dataset: the built dataset's folder with its MANIFEST.json, or the corpus itself."""
-    for d in (top, top.parent):
-        if (d / "MANIFEST.json").exists():
-            return d, manifest_hash(d)
-    return top, manifest_hash(top)
+    """(directory, manifest hash) of a dataset: the built dataset's folder with its MANIFEST.json, or the
+    corpus itself. Only the manifest or a file listing: runs use `read_identity`, which hashes content."""
+    d, _manifest = manifest_dir(Path(top))
+    return d, manifest_hash(d)
+
+
+def read_identity(top: Path, *example_lists) -> DatasetIdentity:
+    """The identity of what was read from the dataset at `top`: the metadata files (`ExampleList.sources`)
+    and the audio of every example of `example_lists`, verified against MANIFEST.json when there is one."""
+    files: dict[str, Path] = {}
+    for examples in example_lists:
+        for f in [*getattr(examples, "sources", []), *(e.path for e in examples)]:
+            files.setdefault(str(f), Path(f))
+    return identify(top, files.values())
 
 
 def _labels(examples: list[AudioExample], classes: list[str]) -> np.ndarray:
@@ -67,7 +78,8 @@ def _labels(examples: list[AudioExample], classes: list[str]) -> np.ndarray:
 
 def _top_of(examples: list[AudioExample], levels: int) -> Path:
     if not examples:
-        raise ValueError("the dataset has no usable examples")
+        skipped = len(getattr(examples, "skipped", {}))
+        raise DatasetError("the dataset has no usable examples" + (f" ({skipped} bad file(s) skipped)" if skipped else ""))
     return examples[0].path.parents[levels]
 
 
@@ -76,18 +88,22 @@ def esc50_task(path=None, *, profile="mini", root=None, skip_bad=False, **_) -> 
 
     examples = load_esc50(path, profile=profile, root=root, skip_bad=skip_bad)
     classes = [c for _, c in sorted({(e.meta["target"], e.label) for e in examples})]  # in ESC-50 target order
+    top = _top_of(examples, 1)  # ESC-50-master/audio/x.wav
     folds_present = sorted({e.meta["fold"] for e in examples})
     if len(folds_present) < 3:
-        raise ValueError(f"ESC-50 needs at least 3 folds for train/validation/test, found {folds_present}")
+        skipped = f" after skipping {len(examples.skipped)} bad file(s)" if examples.skipped else ""
+        raise DatasetError(f"{top}: ESC-50 needs clips in at least 3 folds (train/validation/test), found "
+                           f"{len(folds_present)} ({', '.join(map(str, folds_present))}){skipped}; repair or restore "
+                           f"the bad clips")
     fold_of = np.array([e.meta["fold"] for e in examples])
     folds = []
     for i, k in enumerate(folds_present):
         v = folds_present[(i + 1) % len(folds_present)]
         folds.append(Fold(f"fold{k}", np.flatnonzero((fold_of != k) & (fold_of != v)),
                           np.flatnonzero(fold_of == v), np.flatnonzero(fold_of == k)))
-    top = _top_of(examples, 1)  # ESC-50-master/audio/x.wav
+    ident = read_identity(top, examples)
     return ClipTask("esc50", list(examples), classes, _labels(examples, classes), folds, "accuracy",
-                    accuracy, dataset_identity(top)[0], skipped=examples.skipped,
+                    accuracy, ident.directory, skipped=examples.skipped, identity=ident,
                     notes={"validation": "the fold after the test fold (mod 5); training = the other three"})
 
 
@@ -106,9 +122,12 @@ def speech_commands_task(path=None, *, profile="mini", root=None, skip_bad=False
     fold = Fold("official", idx[:n_tr], idx[n_tr : n_tr + n_va], idx[n_tr + n_va :])
     skipped = {k: v for s in splits.values() for k, v in s.skipped.items()}
     top = find_root(path, profile, root)
+    if not examples:
+        raise DatasetError(f"{top}: no usable clips" + (f" ({len(skipped)} bad file(s) skipped)" if skipped else ""))
+    ident = read_identity(top, *splits.values())
     return ClipTask("speech_commands", examples, names, _labels(examples, names), [fold], "accuracy", accuracy,
-                    dataset_identity(top)[0], clip_seconds=1.0, pad_mode="zero", balanced_sampling=True,
-                    skipped=skipped, notes={"classes": classes, "validation": "official validation_list.txt",
+                    ident.directory, clip_seconds=1.0, pad_mode="zero", balanced_sampling=True,
+                    skipped=skipped, identity=ident, notes={"classes": classes, "validation": "official validation_list.txt",
                                             "sampling": "class-balanced (inverse class frequency) during training"})
 
 
@@ -124,7 +143,8 @@ def _carve_patients(examples: list[AudioExample], train_idx: np.ndarray, fractio
         lab = np.array([examples[i].label != "normal" for i in train_idx])
         if lab[is_val].any() and (~lab[is_val]).any() and lab[~is_val].any() and (~lab[~is_val]).any():
             return train_idx[~is_val], train_idx[is_val]
-    raise ValueError("could not carve validation patients with both normal and abnormal cycles")
+    raise DatasetError("ICBHI: could not carve validation patients with both normal and abnormal cycles from the "
+                       f"{len(patients)} training patient(s); the corpus (after any skipped files) is too small")
 
 
 def icbhi_task(path=None, *, profile="mini", root=None, skip_bad=False, clip_seconds: float = 8.0,
@@ -132,14 +152,18 @@ def icbhi_task(path=None, *, profile="mini", root=None, skip_bad=False, clip_sec
     from .datasets.icbhi import load_icbhi
 
     examples = load_icbhi(path, profile=profile, root=root, skip_bad=skip_bad)
+    top = _top_of(examples, 0)  # ICBHI_final_database/x.wav
     split = np.array([e.meta["split"] for e in examples])
     train_all, test = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
+    if not len(train_all) or not len(test):
+        raise DatasetError(f"{top}: ICBHI needs cycles of both official splits, found {len(train_all)} train and "
+                           f"{len(test)} test cycle(s)")
     train, valid = _carve_patients(examples, train_all, valid_fraction, split_seed)
-    top = _top_of(examples, 0)  # ICBHI_final_database/x.wav
+    ident = read_identity(top, examples)
     return ClipTask(
         "icbhi", list(examples), ICBHI_CLASSES, _labels(examples, ICBHI_CLASSES), [Fold("official", train, valid, test)],
-        "icbhi_score", lambda y, p: icbhi_scores(y, p, normal=0), dataset_identity(top)[0],
-        clip_seconds=clip_seconds, pad_mode="repeat", skipped=examples.skipped,
+        "icbhi_score", lambda y, p: icbhi_scores(y, p, normal=0), ident.directory,
+        clip_seconds=clip_seconds, pad_mode="repeat", skipped=examples.skipped, identity=ident,
         notes={"validation": f"{valid_fraction:.0%} of the official training patients (seed {split_seed}); "
                              "model selection never used the test split, unlike much of the ICBHI literature",
                "cycle_seconds": clip_seconds, "padding": "repeat"},

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LinearHead", "WeightedLayerHead", "FinetuneClassifier"]
+__all__ = ["LinearHead", "WeightedLayerHead", "FinetuneClassifier", "MLPHead"]
 
 
 class LinearHead(nn.Module):
@@ -83,3 +83,35 @@ class FinetuneClassifier(nn.Module):
         mask = (torch.arange(h.shape[1], device=h.device)[None] < out.lengths.to(h.device)[:, None]).to(h.dtype)
         pooled = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
         return self.linear(self.norm(pooled))
+
+
+class MLPHead(nn.Module):
+    """HEAR 2021's downstream predictor (hear-eval-kit `FullyConnectedPrediction` with its 2021 grid's fixed
+    values): per hidden layer Linear(hidden_dim) -> BatchNorm1d -> Dropout -> ReLU, then a Linear projection.
+    `init` is `xavier_uniform` or `xavier_normal`, applied to every weight with the gain of the activation
+    before it (linear for the first layer, ReLU after); biases keep PyTorch's default initialisation."""
+
+    INITS = {"xavier_uniform": nn.init.xavier_uniform_, "xavier_normal": nn.init.xavier_normal_}
+
+    def __init__(self, dim: int, num_classes: int, hidden_layers: int = 1, hidden_dim: int = 1024,
+                 dropout: float = 0.1, init: str = "xavier_uniform", layer: int = -1):
+        super().__init__()
+        if init not in self.INITS:
+            raise ValueError(f"init must be one of {', '.join(self.INITS)}, got {init!r}")
+        self.layer = layer
+        fill, gain = self.INITS[init], nn.init.calculate_gain("linear")
+        modules: list[nn.Module] = []
+        for _ in range(hidden_layers):
+            linear = nn.Linear(dim, hidden_dim)
+            fill(linear.weight, gain=gain)
+            modules += [linear, nn.BatchNorm1d(hidden_dim), nn.Dropout(dropout), nn.ReLU()]
+            dim, gain = hidden_dim, nn.init.calculate_gain("relu")
+        self.hidden = nn.Sequential(*modules)
+        self.projection = nn.Linear(dim, num_classes)
+        fill(self.projection.weight, gain=gain)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """`[B, L, D]` (or `[B, D]`) -> logits `[B, C]`."""
+        if x.dim() == 3:
+            x = x[:, self.layer]
+        return self.projection(self.hidden(x))

@@ -32,11 +32,11 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("qbe", "query-by-example spoken term detection, QUESST 2014 layout, subsequence DTW",
                  "quesst14", "mtwv", True, ("dtw",), "dtw"),
         TaskSpec("esc50", "environmental sound classification, ESC-50 layout, 5-fold cross-validation",
-                 "esc50", "accuracy", True, ("linear", "weighted", "finetune"), "linear"),
+                 "esc50", "accuracy", True, ("linear", "weighted", "finetune", "knn", "mlp"), "linear"),
         TaskSpec("speech_commands", "keyword spotting, Speech Commands v0.02, SUPERB 12 classes",
-                 "speech_commands", "accuracy", True, ("linear", "weighted", "finetune"), "linear"),
+                 "speech_commands", "accuracy", True, ("linear", "weighted", "finetune", "knn", "mlp"), "linear"),
         TaskSpec("icbhi", "respiratory sound classification, ICBHI 2017 official split, score = (Se + Sp) / 2",
-                 "icbhi", "icbhi_score", True, ("linear", "weighted", "finetune"), "linear"),
+                 "icbhi", "icbhi_score", True, ("linear", "weighted", "finetune", "knn", "mlp"), "linear"),
     ]
 }
 

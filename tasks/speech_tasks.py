@@ -16,8 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .clip_tasks import dataset_identity
+from .clip_tasks import read_identity
 from .ctc import CHARACTERS, PHONES39, Vocabulary
+from .data.build import DatasetError
+from .data.identity import DatasetIdentity
 from .datasets.base import AudioExample
 from .datasets.librispeech import find_root, load_librispeech
 
@@ -38,6 +40,7 @@ class CTCTask:
     dataset_dir: Path  # what identifies the dataset (built folder with MANIFEST.json, or the corpus)
     skipped: dict = field(default_factory=dict)  # unreadable file -> reason
     stats: dict = field(default_factory=dict)  # per split: utterances, OOV counts ...
+    identity: DatasetIdentity | None = None  # content fingerprint of exactly the files read (tasks.data.identity)
 
     def references(self, split: str) -> list[str]:
         return [self.vocab.normalize(e.text) for e in self.splits[split]]
@@ -84,16 +87,23 @@ def load_ctc_task(name: str, path=None, *, profile: str | None = "mini", root=No
                 f"{top}: the {name} task needs the '{split}' split ({role}); this corpus has {', '.join(have)}"
             )
     roles = {**SPLITS, **({SECONDARY_TEST: SECONDARY_TEST} if _has_split(top, SECONDARY_TEST) else {})}
-    splits, skipped, stats = {}, {}, {}
+    splits, skipped, stats, loaded = {}, {}, {}, []
     for role, split in roles.items():
         extra = {"lexicon": lexicon, "oov": oov} if labels == "phones" else {}
         examples = load_librispeech(path, split, labels=labels, profile=profile, data_root=root,
                                     skip_bad_audio=skip_bad, **extra)
         if not examples:
-            raise ValueError(f"{top / split}: no usable utterances")
+            raise DatasetError(f"{top / split}: no usable utterances"
+                               + (f" ({len(examples.skipped)} bad file(s) skipped)" if examples.skipped else ""))
         for e in examples:  # fail before any training if a label cannot be encoded
-            vocab.encode(e.text)
+            try:
+                vocab.encode(e.text)
+            except ValueError as exc:
+                trans = e.path.parent / f"{e.key.rsplit('-', 1)[0]}.trans.txt"
+                raise DatasetError(f"{trans}: utterance {e.key}: {exc}; fix its transcript") from None
         splits[role] = list(examples)
         skipped.update(examples.skipped)
         stats[role] = dict(examples.stats)
-    return CTCTask(name, vocab, metric, splits, top, dataset_identity(top)[0], skipped, stats)
+        loaded.append(examples)
+    ident = read_identity(top, *loaded)
+    return CTCTask(name, vocab, metric, splits, top, ident.directory, skipped, stats, ident)

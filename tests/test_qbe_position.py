@@ -181,6 +181,6 @@ def test_protocol_records_position_removal_and_fbank_is_unchanged(tiny_root, tmp
 def test_cli_flag_only_for_qbe(capsys):
     from bench.cli import main
 
-    with pytest.raises(SystemExit) as exc:
-        main(["run", "--upstream", "fbank", "--task", "pr", "--position-removal", "off"])
-    assert "--position-removal applies only to --task qbe" in str(exc.value)
+    code = main(["run", "--upstream", "fbank", "--task", "pr", "--position-removal", "off"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--position-removal applies only to --task qbe" in err[0]

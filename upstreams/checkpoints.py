@@ -3,11 +3,16 @@
 Checkpoints are read with `torch.load(weights_only=True)`: a pickle that would construct arbitrary
 Python objects (and so could run code) is refused. Mismatched state dicts are reported key by key
 so a user can see whether they passed an M2D-S 16x4 checkpoint to a 16x16 model, for example.
+
+A `.safetensors` file (written by `bench export`) holds only the encoder's tensors; the bundle's
+configs travel as JSON strings in its metadata (`SAFETENSORS_METADATA`), and `read_checkpoint`
+rebuilds the same plain-dict bundle from both.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import pickle
 from pathlib import Path
 
@@ -17,13 +22,59 @@ from torch import nn
 from .errors import CheckpointError
 from .fileio import sha256_file
 
-__all__ = ["read_checkpoint", "load_state_strict", "describe_mismatch"]
+__all__ = ["read_checkpoint", "write_safetensors", "load_state_strict", "describe_mismatch"]
+
+# bundle entries stored as JSON strings in the safetensors metadata (source_sha256: the exported checkpoint)
+SAFETENSORS_METADATA = ("encoder_config", "frontend_config", "norm_stats", "method", "source_sha256")
+_REQUIRED_METADATA = ("encoder_config", "frontend_config", "norm_stats")
+
+
+def write_safetensors(bundle: dict, out: str | Path, source_sha256: str | None = None) -> Path:
+    """The bundle's `encoder` state as safetensors, its configs as JSON metadata (written atomically)."""
+    from safetensors.torch import save_file
+
+    from .fileio import atomic_path
+
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in bundle["encoder"].items()}
+    values = {**bundle, "source_sha256": source_sha256}
+    metadata = {k: json.dumps(values.get(k)) for k in SAFETENSORS_METADATA}
+    with atomic_path(out, suffix=".safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return Path(out)
+
+
+def _read_safetensors(path: Path) -> dict:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            metadata = fh.metadata() or {}
+            encoder = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as exc:  # SafetensorError on a bad header, OSError/ValueError on a cut file
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+            f"re-export it with `bench export CKPT {path.name}`"
+        ) from None
+    missing = [k for k in _REQUIRED_METADATA if k not in metadata]
+    if missing:
+        raise CheckpointError(
+            f"{path}: safetensors file without the bundle metadata ({', '.join(missing)} missing); "
+            f"only files written by `bench export CKPT OUT.safetensors` load as upstreams"
+        )
+    try:
+        bundle = {k: json.loads(metadata[k]) for k in SAFETENSORS_METADATA if k in metadata}
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: safetensors metadata is not valid JSON ({exc}); re-export it") from None
+    return {**{k: v for k, v in bundle.items() if v is not None}, "encoder": encoder}
+
 
 
 def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
     try:
         # official MAE/M2D training checkpoints store their argparse.Namespace under "args": a plain
         # attribute bag whose contents are unpickled under the same weights_only rules, so allow it

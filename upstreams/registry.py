@@ -7,6 +7,8 @@ can be reached three ways:
 - built in:      `@register_upstream("name", description=...)` in this package;
 - installed:     an entry point in the group `bench.upstreams` (`name = "pkg.module:factory"`);
 - ad hoc:        `upstreams.load("pkg.module:factory")` / `bench run --upstream pkg.module:factory`.
+- HEAR / s3prl:  `hear:PKG.MODULE` (any HEAR 2021 module) and `s3prl:NAME` (any s3prl 0.4.18 upstream)
+                 resolve first (upstreams/hear_upstream.py, upstreams/s3prl_upstream.py).
 """
 
 from __future__ import annotations
@@ -94,7 +96,25 @@ def _resolve_ad_hoc(spec: str) -> UpstreamInfo:
     return UpstreamInfo(spec, factory, inspect.getdoc(factory) or "", source="ad-hoc", options=_options_of(factory))
 
 
+def _third_party(name: str) -> UpstreamInfo:
+    """`hear:PKG.MODULE` (any HEAR 2021 module) and `s3prl:NAME` (any s3prl upstream, local weights only)."""
+    source, _, rest = name.partition(":")
+    if source == "hear":
+        from .hear_upstream import factory_for
+
+        needs_ckpt = False
+    else:
+        from .s3prl_upstream import CONFIG_ONLY, WEIGHT_FREE, factory_for
+
+        needs_ckpt = rest not in WEIGHT_FREE + CONFIG_ONLY
+    factory = factory_for(name)
+    return UpstreamInfo(name, factory, inspect.getdoc(factory) or "", needs_checkpoint=needs_ckpt, source=source,
+                        options=_options_of(factory))
+
+
 def info(name: str) -> UpstreamInfo:
+    if name.startswith(("hear:", "s3prl:")):  # reserved prefixes: before the registry and `module:factory`
+        return _third_party(name)
     _builtins()
     if name in _REGISTRY:
         return _REGISTRY[name]

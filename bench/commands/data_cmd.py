@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 
 def add_parser(sub) -> None:
     p = sub.add_parser("data", help="build or inspect the offline mini-benchmark")
@@ -38,7 +36,9 @@ def _info(args) -> int:
 
     rows = info(args.profile, args.root)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        from upstreams.fileio import dumps_strict
+
+        print(dumps_strict(rows, indent=2))
         return 0
     if not rows:
         print(f"nothing built under {data_root(args.root)}; run `bench data build --profile mini`")

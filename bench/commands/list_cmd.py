@@ -20,6 +20,7 @@ def _run(args) -> int:
             print(f"{name:10} {inf.description}{ckpt}")
             if opts:
                 print(f"{'':10}   options: {opts}")
+        print("also: hear:PKG.MODULE (any HEAR 2021 module) and s3prl:NAME (any s3prl upstream; weights: --ckpt)")
         return 0
     from tasks.registry import TASKS
 

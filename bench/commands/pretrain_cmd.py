@@ -19,6 +19,7 @@ examples:
   bench pretrain m2d --config my.yaml --set train.steps=5000
   bench pretrain m2d --resume --out runs/m2d/mini-20250101-120000
   bench pretrain m2dx --config mini_respiratory --init runs/m2d/<run>/checkpoint.pt
+  bench pretrain m2dx --config mini_respiratory          # --init and teacher: the newest m2d run
   bench pretrain score --config mini --base m2d          # SCORE fine-tuning of the latest m2d run
   torchrun --standalone --nproc_per_node 2 -m bench.cli pretrain m2d --config mini   # DDP (gloo/NCCL)
 
@@ -73,7 +74,9 @@ def _overrides(args) -> dict:
     if args.index is not None:
         shortcuts.setdefault("data", {})["index"] = args.index
     if (args.base is not None or args.base_ckpt is not None) and args.method != "score":
-        raise SystemExit("bench pretrain: error: --base/--base-ckpt apply to `bench pretrain score` only")
+        from bench.errors import UserError
+
+        raise UserError(f"--base/--base-ckpt apply to `bench pretrain score` only (got `bench pretrain {args.method}`)")
     if args.base is not None:
         shortcuts["base"] = args.base
     if args.base_ckpt is not None:
@@ -98,6 +101,10 @@ def _run(args) -> int:
         cfg, _ = resolve_config(method, args.config, overrides)
         sys.stdout.write(yaml.safe_dump({"method": method.name, **to_dict(cfg)}, sort_keys=False))
         return 0
-    pretrain(args.method, config=args.config, out=args.out, resume=args.resume, overrides=overrides,
-             log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    from bench.commands import output_errors
+
+    with output_errors(f"the checkpoints written so far are kept: free space (or fix permissions) and continue with "
+                       f"`bench pretrain {args.method} --resume --out <its run directory>`"):
+        pretrain(args.method, config=args.config, out=args.out, resume=args.resume, overrides=overrides,
+                 log=lambda msg: print(msg, file=sys.stderr, flush=True))
     return 0

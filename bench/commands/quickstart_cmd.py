@@ -13,6 +13,20 @@ def invoked_command(name: str) -> str:
     return "bench " + " ".join(shlex.quote(a) for a in args) if name in args[:1] else f"bench {name} (called from Python)"
 
 
+def check_outputs(out, runs=None, cache_root=None) -> None:
+    """Every folder the study writes must be writable before the first stage runs (one line, exit 2)."""
+    from bench.cache import cache_root as default_cache
+    from bench.errors import UserError
+    from upstreams.fileio import writable_problem
+    from upstreams.runs import runs_root
+
+    for flag, given, path in (("--out", out, out), ("--runs", runs, runs or runs_root()),
+                              ("--cache-root", cache_root, default_cache(cache_root))):
+        problem = writable_problem(path)
+        if problem:
+            raise UserError(f"{flag} {given or path}: {problem}; choose a writable folder")
+
+
 def add_common(p) -> None:
     p.add_argument("--data-root", default=None, help="mini-benchmark root (default $BENCH_DATA or the user cache)")
     p.add_argument("--cache-root", default=None, help="embedding cache (default $BENCH_CACHE or the user cache)")
@@ -45,6 +59,8 @@ def _run(args) -> int:
     from bench.reproduce import PRETRAINED, UPSTREAMS, reproduce
     from upstreams.runs import run_checkpoints
 
+    if not args.dry_run:
+        check_outputs(args.out, cache_root=args.cache_root)
     ups = tuple(args.upstreams) if args.upstreams else tuple(
         u for u in UPSTREAMS if u not in PRETRAINED or run_checkpoints(u))
     written = reproduce(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .quickstart_cmd import add_common, invoked_command
+from .quickstart_cmd import add_common, check_outputs, invoked_command
 
 
 def add_parser(sub) -> None:
@@ -25,8 +25,12 @@ def add_parser(sub) -> None:
 
 
 def _run(args) -> int:
+    from pathlib import Path
+
     from bench.reproduce import UPSTREAMS, reproduce
 
+    if not args.dry_run:
+        check_outputs(args.out or Path("results") / args.profile, args.runs, args.cache_root)
     written = reproduce(
         profile=args.profile, out=args.out, runs=args.runs, data_root=args.data_root, cache_root=args.cache_root,
         upstreams=tuple(args.upstreams or UPSTREAMS), tasks=tuple(args.tasks) if args.tasks else None,

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import ast
-import json
 import sys
 
 
 def _option(text: str) -> tuple[str, object]:
+    """`-o KEY=VALUE` -> (key, Python literal or the string); a user error (exit 2) otherwise."""
+    from bench.errors import UserError
+
     key, sep, value = text.partition("=")
     if not sep or not key:
-        raise SystemExit(f"bench run: error: --option expects KEY=VALUE, got '{text}'")
+        raise UserError(f"-o/--option {text}: expected KEY=VALUE, e.g. -o arch=tiny (see `bench list upstreams`)")
     try:
         return key, ast.literal_eval(value)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
         return key, value
 
 
@@ -22,10 +24,10 @@ def add_parser(sub) -> None:
                        description="Evaluate one upstream on one task with one protocol and write one result record.")
     p.add_argument("--upstream", required=True, help="registered name (bench list upstreams) or package.module:factory")
     p.add_argument("--ckpt", default=None, help="checkpoint for the upstream (default: its latest pretraining run)")
-    p.add_argument("-o", "--option", action="append", default=[], type=_option, metavar="KEY=VALUE",
+    p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                    help="upstream option, e.g. -o arch=base -o seed=1 (repeatable)")
     p.add_argument("--task", required=True, help="asr pr qbe esc50 speech_commands icbhi")
-    p.add_argument("--protocol", default=None, help="linear weighted finetune (qbe: dtw); default per task")
+    p.add_argument("--protocol", default=None, help="linear weighted finetune; clip tasks also knn mlp (qbe: dtw); default per task")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--dataset", default=None, help="path to a real corpus in its native layout")
     where.add_argument("--profile", default="mini", choices=["tiny", "mini"],
@@ -64,40 +66,48 @@ def add_parser(sub) -> None:
 
 
 def _run(args) -> int:
-    from bench.run import RunRequest, run
+    from bench.errors import UserError
     from bench.plots import fmt_score
+    from bench.records import record_dict
+    from bench.run import RunRequest, run
+    from upstreams.fileio import dumps_strict
 
+    options = dict(_option(o) for o in args.option)
     task_options = {}
     if args.classes:
         if args.task != "speech_commands":
-            raise SystemExit("bench run: error: --classes applies only to --task speech_commands")
+            raise UserError(f"--classes {args.classes} applies only to --task speech_commands (got --task {args.task})")
         task_options["classes"] = args.classes
-    if args.decoder or args.beam_size:
+    if args.decoder or args.beam_size is not None:
         if args.task != "asr":
-            raise SystemExit("bench run: error: --decoder/--beam-size apply only to --task asr")
+            raise UserError(f"--decoder/--beam-size apply only to --task asr (got --task {args.task})")
         task_options["decoder"] = args.decoder or "beam"
-        if args.beam_size:
+        if args.beam_size is not None:
             task_options["beam_size"] = args.beam_size
     if args.normalize_layers:
         if args.task == "qbe":
-            raise SystemExit("bench run: error: --normalize-layers applies to the weighted protocol; qbe has only dtw")
+            raise UserError("--normalize-layers applies to the weighted protocol; qbe has only dtw (drop it)")
         task_options["normalize_layers"] = args.normalize_layers == "on"
     if args.position_removal:
         if args.task != "qbe":
-            raise SystemExit("bench run: error: --position-removal applies only to --task qbe")
+            raise UserError(f"--position-removal applies only to --task qbe (got --task {args.task})")
         task_options["position_removal"] = args.position_removal == "on"
     req = RunRequest(
         upstream=args.upstream, task=args.task, protocol=args.protocol, ckpt=args.ckpt,
-        upstream_options=dict(args.option), dataset=args.dataset, profile=args.profile, data_root=args.data_root,
+        upstream_options=options, dataset=args.dataset, profile=args.profile, data_root=args.data_root,
         results=args.results, seed=args.seed, seeds=args.seeds, lrs=args.lr, layer=args.layer, precision=args.precision,
         device=args.device, batch_seconds=args.batch_seconds, skip_bad=args.skip_bad, task_options=task_options,
         finetune={"upstream_lr_scale": args.upstream_lr_scale, **({"time_mask": 8, "freq_mask": 16} if args.specaug else {})},
         cache_root=args.cache_root, progress=not args.no_progress, folds=args.folds,
     )
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
-    record, path = run(req, log=log)
+    from bench.commands import output_errors
+
+    with output_errors("free space or fix permissions (or choose other --results / --cache-root), then rerun: "
+                       "finished embedding-cache entries are kept"):
+        record, path = run(req, log=log)
     if args.json:
-        print(json.dumps(record.to_dict(), indent=2))
+        print(dumps_strict(record_dict(record), indent=2))
     else:
         std, ci = record.secondary.get("std"), record.secondary.get("ci95")
         extra = f" ± {fmt_score(record.metric, std)}" if std is not None else ""

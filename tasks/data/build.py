@@ -35,6 +35,7 @@ __all__ = [
     "read_manifest",
     "manifest_hash",
     "DatasetNotBuiltError",
+    "DatasetError",
 ]
 
 PROFILES = ("tiny", "mini")
@@ -44,6 +45,14 @@ BUILD_INFO = "BUILD_INFO.json"
 
 class DatasetNotBuiltError(FileNotFoundError):
     """A task needs a dataset that is neither built nor given with --dataset."""
+
+
+class DatasetError(ValueError):
+    """A dataset's content is unusable: a malformed metadata line, a file that differs from its manifest...
+
+    The message names the file (and line) and what to do; `bench.errors.user_error_types` prints it as
+    one line. It derives from `ValueError`, what loaders raised for such content before.
+    """
 
 
 @dataclass
@@ -111,9 +120,10 @@ def read_manifest(path: Path) -> dict | None:
 def manifest_hash(path: Path) -> str:
     """Identity of a dataset directory: sha256 of its MANIFEST.json, or a fingerprint for real corpora.
 
-    Real corpora have no manifest; hashing hundreds of GB of audio per run is too slow, so their
-    identity is the sorted list of (relative path, size) of every file, which changes whenever a
-    file is added, removed, truncated or replaced by one of a different size.
+    Real corpora have no manifest; here their fingerprint is the sorted list of (relative path, size)
+    of every file, which misses a file replaced by one of the same size. Runs and the embedding cache
+    therefore use `tasks.data.identity`, which hashes the content of exactly the files a task reads
+    (memoised per file version) and checks each against the manifest's per-file sha256.
     """
     path = Path(path)
     m = path / MANIFEST

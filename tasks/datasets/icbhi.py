@@ -19,9 +19,10 @@ import os
 import re
 from pathlib import Path
 
-from ..audio import AudioReadError, audio_info
+from ..audio import MISSING_REMEDY, AudioReadError, audio_info
+from ..data.build import DatasetError
 from .base import AudioExample
-from .layout import ExampleList, check_audio, find_top
+from .layout import ExampleList, check_audio, find_top, skip_reason
 
 __all__ = ["LABELS", "NAME_RE", "load_icbhi", "cycle_label", "find_split_file", "read_annotations"]
 
@@ -55,16 +56,26 @@ def find_split_file(top: Path) -> Path | None:
 
 
 def read_annotations(txt: Path) -> list[tuple[float, float, int, int]]:
-    """`(onset, offset, crackles, wheezes)` per line; a malformed line raises naming the file and line."""
+    """`(onset, offset, crackles, wheezes)` per line; a malformed line raises `DatasetError` naming the file and line."""
     out = []
-    for no, line in enumerate(txt.read_text().splitlines(), 1):
+    try:
+        text = txt.read_text()
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{txt}: not a text annotation file ({exc.reason}); restore it, or pass --skip-bad") from None
+    for no, line in enumerate(text.splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
         try:
+            if len(parts) != 4:
+                raise ValueError
             a, b, c, w = float(parts[0]), float(parts[1]), int(parts[2]), int(parts[3])
-        except (ValueError, IndexError) as exc:
-            raise ValueError(f"{txt}:{no}: expected 'onset offset crackles wheezes', got {line!r}") from exc
+            if not (a >= 0 and b >= 0) or c not in (0, 1) or w not in (0, 1):
+                raise ValueError
+        except ValueError:
+            raise DatasetError(f"{txt}:{no}: expected 'onset offset crackles wheezes' (seconds, "
+                               f"flags 0/1), got {line.strip()!r}; fix the line, or pass --skip-bad to leave the "
+                               f"recording out") from None
         out.append((a, b, c, w))
     return out
 
@@ -98,27 +109,34 @@ def load_icbhi(
         if not parts:
             continue
         if len(parts) != 2 or parts[1] not in ("train", "test"):
-            raise ValueError(f"{split_file}:{no}: expected '<recording> train|test', got {line!r}")
+            raise DatasetError(f"{split_file}:{no}: expected '<recording> train|test', got {line.strip()!r}")
+        if parts[0] in official:
+            raise DatasetError(f"{split_file}:{no}: recording {parts[0]} is listed twice")
         official[parts[0]] = parts[1]
 
     out = ExampleList()
-    for txt in sorted(_audio_dir(top).glob("*.txt")):
-        m = NAME_RE.match(txt.stem)
-        if not m:
-            continue  # README, diagnosis or split files
-        wav = txt.with_suffix(".wav")
+    out.sources.append(split_file)
+    audio_dir = _audio_dir(top)
+    stems = sorted({f.stem for pattern in ("*.txt", "*.wav") for f in audio_dir.glob(pattern) if NAME_RE.match(f.stem)})
+    for stem in stems:  # README, diagnosis and split files do not match NAME_RE
+        m = NAME_RE.match(stem)
+        txt, wav = audio_dir / f"{stem}.txt", audio_dir / f"{stem}.wav"
         try:
-            if txt.stem not in official:
-                raise ValueError(f"{txt.stem}: recording not listed in {split_file}")
+            if not txt.is_file():
+                raise AudioReadError(f"{wav}: its annotation file {txt.name} is missing; {MISSING_REMEDY}")
+            if stem not in official:
+                raise DatasetError(f"{wav}: recording {stem} is not listed in {split_file}; add it there, or pass "
+                                   f"--skip-bad to leave it out")
             duration = check_audio(wav)
             sr = audio_info(wav).samplerate
             cycles = read_annotations(txt)
-        except (AudioReadError, ValueError) as exc:
+        except (AudioReadError, DatasetError) as exc:
             if not skip_bad:
                 raise
-            out.skipped[str(wav)] = str(exc)
+            out.skipped[str(wav)] = skip_reason(wav, exc)
             continue
-        rec_split = official[txt.stem]
+        out.sources.append(txt)
+        rec_split = official[stem]
         if split is not None and rec_split != split:
             continue
         for i, (a, b, c, w) in enumerate(cycles):
@@ -127,14 +145,14 @@ def load_icbhi(
                 continue
             out.append(
                 AudioExample(
-                    key=f"{txt.stem}#{i}",
+                    key=f"{stem}#{i}",
                     path=wav,
                     start=a,
                     stop=b,
                     label=cycle_label(c, w),
                     meta={
                         "patient": m["patient"],
-                        "recording": txt.stem,
+                        "recording": stem,
                         "location": m["loc"],
                         "mode": m["mode"],
                         "device": m["device"],

@@ -14,11 +14,11 @@ import os
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..audio import AudioReadError, audio_info
+from ..audio import MISSING_REMEDY, REMEDY, AudioReadError, audio_info
 from ..data.build import DatasetNotBuiltError, dataset_dir
-from ._common import ExampleList, check_readable
+from ._common import ExampleList, check_readable, skip_reason
 
-__all__ = ["ExampleList", "find_top", "check_audio"]
+__all__ = ["ExampleList", "find_top", "check_audio", "skip_reason"]
 
 
 def find_top(
@@ -47,12 +47,15 @@ def find_top(
 
 
 def check_audio(path: Path, min_seconds: float = 0.0) -> float:
-    """Duration of `path` from its header; `AudioReadError` naming the file if empty, corrupt or too short."""
-    problem = check_readable(path) if path.exists() else "file not found"
+    """Duration of `path` from its header; `AudioReadError` naming the file and what to do if it is
+    missing, empty, corrupt, too short or holds NaN/infinite samples."""
+    if not path.exists():
+        raise AudioReadError(f"{path}: file not found; {MISSING_REMEDY}")
+    problem = check_readable(path)
     if problem:
-        raise AudioReadError(f"{path}: {problem}")
+        raise AudioReadError(f"{path}: {problem}; {REMEDY}")
     info = audio_info(path)
     duration = info.frames / info.samplerate
     if duration < min_seconds:
-        raise AudioReadError(f"{path}: truncated ({duration:.2f} s, expected at least {min_seconds:.2f} s)")
+        raise AudioReadError(f"{path}: truncated ({duration:.2f} s, expected at least {min_seconds:.2f} s); {REMEDY}")
     return duration

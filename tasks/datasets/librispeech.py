@@ -26,7 +26,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from ..audio import AudioReadError
+from ..audio import MISSING_REMEDY, AudioReadError
+from ..data.build import DatasetError
 from ..data.lexicon import Lexicon, OOVError, cmudict_lexicon, read_lexicon
 from ._common import ExampleList, check_readable, dataset_not_found, resolve_path
 from .base import AudioExample
@@ -68,12 +69,22 @@ def resolve_lexicon(root: Path, lexicon: str | Path | Lexicon | None) -> Lexicon
 
 def _read_transcripts(trans: Path) -> list[tuple[str, str]]:
     rows = []
-    for lineno, line in enumerate(trans.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        lines = trans.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{trans}: not a UTF-8 transcript file ({exc.reason}); restore it") from None
+    prefix = trans.name[: -len(".trans.txt")] + "-"
+    seen: dict[str, int] = {}
+    for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
         uid, _, text = line.strip().partition(" ")
-        if uid.count("-") != 2 or not text:
-            raise ValueError(f"{trans}:{lineno}: expected '<speaker>-<chapter>-<utt> TRANSCRIPT', got {line!r}")
+        if uid.count("-") != 2 or not text.strip() or not uid.startswith(prefix):
+            raise DatasetError(f"{trans}:{lineno}: expected '{prefix}<utt> TRANSCRIPT', got {line.strip()!r}; "
+                               f"fix or delete the line")
+        if uid in seen:
+            raise DatasetError(f"{trans}:{lineno}: {uid} is listed twice (first on line {seen[uid]})")
+        seen[uid] = lineno
         rows.append((uid, text.strip()))
     return rows
 
@@ -108,20 +119,23 @@ def load_librispeech(
     lex = resolve_lexicon(root, lexicon) if labels == "phones" else None
 
     examples = ExampleList()
+    if lex is not None and isinstance(lexicon, (str, Path)):
+        examples.sources.append(Path(lexicon))
+    elif lex is not None and lexicon is None and (root / LEXICON_FILE).is_file():
+        examples.sources.append(root / LEXICON_FILE)
     oov_tokens: Counter[str] = Counter()
     dropped = 0
     for trans in sorted(split_dir.glob("*/*/*.trans.txt")):
+        examples.sources.append(trans)
         for uid, text in _read_transcripts(trans):
             audio = trans.parent / f"{uid}.flac"
             if skip_bad_audio:
-                problem = "file not found" if not audio.exists() else check_readable(audio)
+                problem = f"file not found (listed in {trans.name})" if not audio.exists() else check_readable(audio)
                 if problem:
                     examples.skipped[str(audio)] = problem
                     continue
             elif not audio.exists():
-                raise AudioReadError(
-                    f"{audio}: file not found (listed in {trans}); pass skip_bad_audio=True to skip it"
-                )
+                raise AudioReadError(f"{audio}: file not found (listed in {trans}); {MISSING_REMEDY}")
             words = text.split()
             meta = {"split": split, "speaker": uid.split("-")[0], "chapter": uid.split("-")[1], "transcript": text}
             label = text

@@ -23,7 +23,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..audio import AudioReadError
+from ..audio import MISSING_REMEDY, AudioReadError
+from ..data.build import DatasetError
 from ._common import ExampleList, check_readable, dataset_not_found, resolve_path
 from .base import AudioExample
 
@@ -82,7 +83,7 @@ def _read_language_key(root: Path, name: str, language: str | None) -> list[tupl
             continue
         parts = line.split()
         if len(parts) != 2:
-            raise ValueError(f"{lst}:{lineno}: expected '<path> <language>', got {line!r}")
+            raise DatasetError(f"{lst}:{lineno}: expected '<path> <language>', got {line.strip()!r}; fix or delete the line")
         rel, lang = parts
         if language is not None and lang != language:
             continue
@@ -99,8 +100,11 @@ def read_rttm(path: Path) -> dict[str, list[Occurrence]]:
         if not parts or parts[0] != "LEXEME":
             continue
         if len(parts) < 6:
-            raise ValueError(f"{path}:{lineno}: LEXEME line needs file, channel, tbeg, dur and term: {line!r}")
-        occ[parts[5]].append(Occurrence(parts[1], float(parts[3]), float(parts[4])))
+            raise DatasetError(f"{path}:{lineno}: LEXEME line needs file, channel, tbeg, dur and term: {line.strip()!r}")
+        try:
+            occ[parts[5]].append(Occurrence(parts[1], float(parts[3]), float(parts[4])))
+        except ValueError:
+            raise DatasetError(f"{path}:{lineno}: LEXEME tbeg and dur must be numbers: {line.strip()!r}") from None
     return dict(occ)
 
 
@@ -118,7 +122,7 @@ def read_tlist(path: Path) -> list[str]:
 def _ground_truth_file(gt: Path, pattern: str) -> Path:
     found = sorted(gt.glob(pattern))
     if len(found) != 1:
-        raise ValueError(f"{gt}: expected exactly one {pattern} (the scorer reads $GT/{pattern}), found {len(found)}")
+        raise DatasetError(f"{gt}: expected exactly one {pattern} (the scorer reads $GT/{pattern}), found {len(found)}")
     return found[0]
 
 
@@ -149,23 +153,25 @@ def load_quesst14(
     gt = root / "scoring" / f"groundtruth_quesst14_{split}"
     if not gt.is_dir():
         raise dataset_not_found(_NAME, gt, f"the ground-truth folder groundtruth_quesst14_{split}", profile)
-    occurrences = read_rttm(_ground_truth_file(gt, "*.rttm"))
-    ecf = read_ecf(_ground_truth_file(gt, "*.ecf.xml"))
-    terms = read_tlist(_ground_truth_file(gt, "*.tlist.xml"))
+    gt_files = [_ground_truth_file(gt, pattern) for pattern in ("*.rttm", "*.ecf.xml", "*.tlist.xml")]
+    occurrences = read_rttm(gt_files[0])
+    try:
+        ecf = read_ecf(gt_files[1])
+        terms = read_tlist(gt_files[2])
+    except (ET.ParseError, TypeError, ValueError) as exc:
+        raise DatasetError(f"{gt}: unreadable ground-truth XML ({exc}); restore the QUESST scoring folder") from None
     texts = _query_texts(root)
 
     def collect(name: str, kind: str) -> ExampleList:
         out = ExampleList()
         for wav, lang in _read_language_key(root, name, language):
             if skip_bad_audio:
-                problem = "file not found" if not wav.exists() else check_readable(wav)
+                problem = f"file not found (listed in scoring/{name})" if not wav.exists() else check_readable(wav)
                 if problem:
                     out.skipped[str(wav)] = problem
                     continue
             elif not wav.exists():
-                raise AudioReadError(
-                    f"{wav}: file not found (listed in scoring/{name}); pass skip_bad_audio=True to skip it"
-                )
+                raise AudioReadError(f"{wav}: file not found (listed in scoring/{name}); {MISSING_REMEDY}")
             key = wav.stem
             out.append(
                 AudioExample(
@@ -179,9 +185,13 @@ def load_quesst14(
 
     queries = collect(f"language_key_{split}.lst", "query")
     documents = collect("language_key_utterances.lst", "document")
+    queries.sources += [root / "scoring" / f"language_key_{split}.lst", *gt_files]
+    if (root / "scoring" / "query_terms.tsv").is_file():
+        queries.sources.append(root / "scoring" / "query_terms.tsv")
+    documents.sources.append(root / "scoring" / "language_key_utterances.lst")
     unknown = {q for q in occurrences if q not in set(terms)}
     if unknown:
-        raise ValueError(f"{gt}: rttm names queries missing from the tlist: {sorted(unknown)[:5]}")
+        raise DatasetError(f"{gt}: rttm names queries missing from the tlist: {sorted(unknown)[:5]}")
     doc_keys = {d.key for d in documents}
     occ = {q.key: [o for o in occurrences.get(q.key, []) if o.document in doc_keys] for q in queries}
     queries.stats.update(

@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..audio import AudioReadError, audio_info
+from ..audio import MISSING_REMEDY, REMEDY, AudioReadError, audio_info
+from ..data.build import DatasetError
 from ._common import ExampleList, check_readable, dataset_not_found, resolve_path
 from .base import AudioExample
 
@@ -106,22 +107,52 @@ def find_root(path: str | Path | None, profile: str | None = None, data_root: st
     )
 
 
-def _read_list(root: Path, name: str) -> set[str]:
-    return {line.strip() for line in (root / name).read_text().splitlines() if line.strip()}
+_LIST_LINE = re.compile(r"^[^/\\]+/[^/\\]+\.wav$")
 
 
-def _silence_crops(root: Path, split: str, n: int) -> list[AudioExample]:
-    """`n` fixed 1-s crops from the background recordings, seeded by the split name."""
+def _read_list(root: Path, name: str) -> dict[str, int]:
+    """`<word>/<file>.wav` -> line number of a split list; a line of another form raises `DatasetError`."""
+    lst = root / name
+    try:
+        text = lst.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{lst}: not a text list file ({exc.reason}); restore the dataset's {name}") from None
+    out: dict[str, int] = {}
+    for no, line in enumerate(text.splitlines(), 1):
+        rel = line.strip()
+        if not rel:
+            continue
+        if not _LIST_LINE.match(rel) or rel.startswith("_"):
+            raise DatasetError(f"{lst}:{no}: expected '<word>/<file>.wav', got {rel!r}; fix or delete the line")
+        out.setdefault(rel, no)
+    return out
+
+
+def _silence_crops(root: Path, split: str, n: int, skipped: dict | None = None) -> list[AudioExample]:
+    """`n` fixed 1-s crops from the background recordings, seeded by the split name.
+
+    With `skipped` (a loader's `.skipped`, when bad audio is skipped), unusable recordings are left
+    out and recorded there; otherwise the first one raises `AudioReadError` naming it."""
     files = sorted((root / BACKGROUND).glob("*.wav"))
     if n <= 0:
         return []
+    if skipped is not None:
+        good = []
+        for f in files:
+            problem = check_readable(f)
+            if problem:
+                skipped[str(f)] = problem
+            else:
+                good.append(f)
+        files = good
     if not files:
-        raise AudioReadError(f"{root / BACKGROUND}: no background recordings to cut '_silence_' examples from")
+        raise AudioReadError(f"{root / BACKGROUND}: no usable background recordings to cut '_silence_' examples "
+                             f"from; restore the dataset's {BACKGROUND} folder")
     durations = []
     for f in files:
         info = audio_info(f)
         if info.frames == 0:
-            raise AudioReadError(f"{f}: contains no audio samples (empty or truncated file)")
+            raise AudioReadError(f"{f}: contains no audio samples (empty or truncated file); {REMEDY}")
         durations.append(info.frames / info.samplerate)
     seed = int(hashlib.sha1(f"silence/{split}".encode()).hexdigest()[:12], 16)
     rng = np.random.default_rng(seed)
@@ -172,8 +203,21 @@ def load_speech_commands(
     if _is_test_set(root):
         return _load_test_set(root, split, view, skip_bad_audio)
     validation, testing = _read_list(root, "validation_list.txt"), _read_list(root, "testing_list.txt")
+    both = sorted(set(validation) & set(testing))
+    if both:
+        raise DatasetError(f"{root / 'testing_list.txt'}:{testing[both[0]]}: {both[0]} is also in validation_list.txt "
+                           f"(line {validation[both[0]]}); a clip belongs to one split")
     words = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_"))
     examples = ExampleList()
+    examples.sources += [root / "validation_list.txt", root / "testing_list.txt"]
+    listed = validation if split == "validation" else testing if split == "test" else {}
+    for rel, no in listed.items():  # a listed clip that is not there
+        wav = root / rel
+        if not wav.is_file():
+            where = f"listed in {'validation' if split == 'validation' else 'testing'}_list.txt:{no}"
+            if not skip_bad_audio:
+                raise AudioReadError(f"{wav}: file not found ({where}); {MISSING_REMEDY}")
+            examples.skipped[str(wav)] = f"file not found ({where})"
     for word in words:
         for wav in sorted((root / word).glob("*.wav")):
             rel = f"{word}/{wav.name}"
@@ -197,7 +241,8 @@ def load_speech_commands(
             )
     if view == "12":
         n_commands = sum(1 for e in examples if e.label in COMMANDS)
-        examples.extend(_silence_crops(root, split, int(round(silence_fraction * n_commands))))
+        examples.extend(_silence_crops(root, split, int(round(silence_fraction * n_commands)),
+                                       examples.skipped if skip_bad_audio else None))
     examples.stats["version"] = root.name
     examples.stats["classes"] = sorted({e.label for e in examples})
     return examples

@@ -38,10 +38,44 @@ def random(ckpt=None, arch: str | None = None, seed: int | None = None, max_wind
     return random_upstream(arch=arch or "mini", seed=0 if seed is None else seed, max_windows=max_windows)
 
 
+def _stored_method(path) -> str | None:
+    """The `method` a training checkpoint of this suite records (None: a plain bundle, an official
+    checkpoint, or a file the loader will report on). Memory-mapped, so a large file costs no second read."""
+    import torch
+
+    try:
+        if str(path).endswith(".safetensors"):  # an export: the method is in its metadata
+            from ..checkpoints import read_checkpoint
+
+            obj = read_checkpoint(path)
+        else:
+            try:
+                obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError:  # not a zip-format file: mmap is refused
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - unreadable here means: let load_bundle give its own error
+        return None
+    method = obj.get("method") if isinstance(obj, dict) else None
+    return method if isinstance(method, str) else None
+
+
+def _check_method(path, upstream: str, any_method: bool) -> None:
+    """Refuse a checkpoint that another method wrote (it would be recorded under the wrong name)."""
+    from ..errors import OptionError
+
+    method = None if any_method else _stored_method(path)
+    if method is not None and method != upstream:
+        raise OptionError(f"--ckpt {path} is a '{method}' run, not '{upstream}': evaluate it with --upstream {method} "
+                          f"(or pass -o any_method=True to load its encoder as {upstream} anyway)")
+
+
 @register_upstream("m2d", description="M2D pretrained in this repository (bench pretrain m2d)", paper=PAPER,
                    needs_checkpoint=True)
-def m2d(ckpt=None, max_windows: int = 64) -> M2DUpstream:
-    return load_bundle(ckpt or latest_checkpoint("m2d"), max_windows=max_windows)
+def m2d(ckpt=None, max_windows: int = 64, any_method: bool = False) -> M2DUpstream:
+    """any_method=True loads the encoder of a checkpoint another method (m2dx, score) wrote."""
+    path = ckpt or latest_checkpoint("m2d")
+    _check_method(path, "m2d", any_method)
+    return load_bundle(path, max_windows=max_windows)
 
 
 @register_upstream(
@@ -50,5 +84,8 @@ def m2d(ckpt=None, max_windows: int = 64) -> M2DUpstream:
     paper=PAPER,
     needs_checkpoint=True,
 )
-def m2dx(ckpt=None, max_windows: int = 64) -> M2DUpstream:
-    return load_bundle(ckpt or latest_checkpoint("m2dx"), max_windows=max_windows)
+def m2dx(ckpt=None, max_windows: int = 64, any_method: bool = False) -> M2DUpstream:
+    """any_method=True loads the encoder of a checkpoint another method (m2d, score) wrote."""
+    path = ckpt or latest_checkpoint("m2dx")
+    _check_method(path, "m2dx", any_method)
+    return load_bundle(path, max_windows=max_windows)

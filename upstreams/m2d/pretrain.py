@@ -8,9 +8,17 @@ Presets (any field can be overridden by a YAML/JSON file or `--set key=value`):
 - `base`: the paper's recipe for GPUs: ViT-B, input 80x608, patch 16x16, AdamW (0.9, 0.95), weight
   decay 0.05, base lr 3e-4 x batch/256, 20 warm-up epochs of 300, cosine, clip 3.0, batch 2048.
 - m2dx `tiny`: the tiny M2D settings on the (labelled) respiratory corpus with noise eta 0.3,
-  distillation and the supervised task; like `mini_respiratory` it needs `--init`.
+  distillation and the supervised task; like `mini_respiratory` it starts from `--init`.
 - m2dx `mini_respiratory`: further pretraining of an M2D checkpoint (`--init`) on the respiratory
   corpus with background noise eta 0.3, distillation from the same M2D and supervised labels.
+  Without `--init` (and with `offline.teacher=init`), every m2dx preset starts from and distils the
+  newest `bench pretrain m2d` run, as `bench pretrain score` does with its base.
+
+Every check (init and teacher checkpoints and their front ends, the corpus and noise indexes) runs
+before the log-mel cache is built, and `pretrain` builds the recipe before it creates the run folder.
+
+Learning probes (`train.probe_every`, `probe.py`): `mini` and `mini_respiratory` every 100 steps
+(about 5 % of the run's time), `base` every 5000, `tiny` off.
 
 EMA rates. The paper's 0.99995 -> 0.99999 suits ~300k steps: the target's time constant
 1 / (1 - rate) is 20k steps at the start and 100k at the end, i.e. 7 % to 33 % of the run. A 30-step
@@ -32,15 +40,17 @@ from torch import nn
 from ..checkpoints import load_state_strict, read_checkpoint
 from ..errors import CheckpointError
 from ..frontend import LogMelConfig
+from ..runs import latest_checkpoint, runs_root
 from ..training.config import ConfigError, TrainConfig
 from ..training.corpus import data_root, default_index
 from ..training.ddp import DistEnv, barrier
 from ..training.loop import Recipe
-from ..training.run import Method
+from ..training.run import Method, require_index
 from .data import MelCrops, MelFeatures, load_features
 from .encoder import ENCODER_PRESETS, EncoderConfig
 from .m2dx import M2DX
 from .model import M2D, PREDICTOR_PRESETS, PredictorConfig, ema_rate
+from .probe import M2DProbe
 
 __all__ = ["DataConfig", "M2DConfig", "OfflineConfig", "NoiseConfig", "M2DXConfig", "M2D_PRESETS", "M2DX_PRESETS",
            "build_m2d", "build_m2dx", "InitWeights", "load_init", "initial_m2d_model", "M2D_METHOD", "M2DX_METHOD"]
@@ -118,9 +128,10 @@ _TINY_TRAIN = TrainConfig(steps=30, warmup_steps=5, batch_size=8, lr=1e-3, check
 # batch 32 x 1200 steps: ~1 h of bf16 on 2 shared CPU cores; base_lr is 10x the paper's because a
 # 1200-step run at the linearly scaled 3.75e-5 barely leaves the initialisation
 _MINI_TRAIN = TrainConfig(steps=1200, warmup_steps=120, batch_size=32, base_lr=3e-3, precision="bf16",
-                          checkpoint_every=100, log_every=10)
+                          checkpoint_every=100, log_every=10, probe_every=100)
 _BASE_TRAIN = TrainConfig(steps=0, epochs=300, warmup_epochs=20, batch_size=2048, base_lr=3e-4, weight_decay=0.05,
-                          betas=(0.9, 0.95), clip_grad=3.0, precision="bf16", checkpoint_every=1000, log_every=50)
+                          betas=(0.9, 0.95), clip_grad=3.0, precision="bf16", checkpoint_every=1000, log_every=50,
+                          probe_every=5000)
 
 M2D_PRESETS: dict[str, M2DConfig] = {
     "tiny": M2DConfig(train=_TINY_TRAIN, data=DataConfig(profile="tiny", norm_stats_segments=200),
@@ -240,7 +251,7 @@ def _features(index: Path, cfg: M2DConfig, env: DistEnv, log) -> MelFeatures:
     return feats if feats is not None else load_features(index, cfg.frontend, cache, log)
 
 
-def _resolve_common(cfg: M2DConfig, env: DistEnv, log) -> tuple[M2DConfig, InitWeights | None, MelFeatures]:
+def _resolve_init(cfg: M2DConfig, log) -> tuple[M2DConfig, InitWeights | None]:
     init = load_init(cfg.init) if cfg.init else None
     if init is not None:
         changed = [n for n, a, b in (("encoder", cfg.encoder, init.encoder_config), ("frontend", cfg.frontend, init.frontend_config),
@@ -249,12 +260,42 @@ def _resolve_common(cfg: M2DConfig, env: DistEnv, log) -> tuple[M2DConfig, InitW
             log(f"using the {', '.join(changed)} config of {cfg.init} (the weights fix the architecture)")
         cfg = dataclasses.replace(cfg, encoder=init.encoder_config, frontend=init.frontend_config,
                                   predictor=init.predictor_config or cfg.predictor)
+    return cfg, init
+
+
+def _index(cfg: M2DConfig) -> Path:
     index = Path(cfg.data.index).expanduser() if cfg.data.index else default_index(cfg.data.corpus, cfg.data.profile)
-    feats = _features(index, cfg, env, log)
+    return require_index(index, cfg.data.profile, f"{cfg.data.corpus} pretraining corpus")
+
+
+def _resolve_data(cfg: M2DConfig, init: InitWeights | None, env: DistEnv, log) -> tuple[M2DConfig, MelFeatures]:
+    feats = _features(_index(cfg), cfg, env, log)
     stats = cfg.data.norm_stats or (init.norm_stats if init else feats.norm_stats(cfg.data.norm_stats_segments, cfg.train.seed))
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, index=str(feats.index),
                                                              norm_stats=tuple(float(s) for s in stats)))
+    return cfg, feats
+
+
+def _resolve_common(cfg: M2DConfig, env: DistEnv, log) -> tuple[M2DConfig, InitWeights | None, MelFeatures]:
+    cfg, init = _resolve_init(cfg, log)
+    _index(cfg)  # a missing corpus fails before anything else is read
+    cfg, feats = _resolve_data(cfg, init, env, log)
     return cfg, init, feats
+
+
+def _default_init(cfg: M2DXConfig, log) -> M2DXConfig:
+    """m2dx further pretrains and distils an M2D: without --init (teacher = init) that is the newest m2d run."""
+    off = cfg.offline
+    if cfg.init or off.teacher != "init" or off.distill_weight <= 0:
+        return cfg
+    try:
+        path = latest_checkpoint("m2d")
+    except CheckpointError:
+        raise ConfigError(f"m2dx starts from and distils an M2D run (offline.teacher=init), and there is none under "
+                          f"{runs_root() / 'm2d'}: run `bench pretrain m2d` first, or pass --init CKPT "
+                          f"(offline.distill_weight=0 trains without a teacher)") from None
+    log(f"m2dx: no --init given: starting from and distilling the newest m2d run, {path}")
+    return dataclasses.replace(cfg, init=str(path))
 
 
 def _export(cfg: M2DConfig, extra: dict | None = None):
@@ -280,27 +321,41 @@ def _ema_step(cfg: M2DConfig):
     return after_step
 
 
+def _probe(cfg: M2DConfig, model: M2D, data: MelCrops, env: DistEnv, log) -> M2DProbe | None:
+    """The learning probe of `train.probe_every` (`probe.py`): rank 0 only, built from the step-0 model."""
+    return M2DProbe(cfg, model, data, log) if cfg.train.probe_every > 0 and env.is_main else None
+
+
 def build_m2d(cfg: M2DConfig, env: DistEnv, device: torch.device, log=print) -> Recipe:
     cfg, init, feats = _resolve_common(cfg, env, log)
     model = initial_m2d_model(cfg, init, log)
     gf, gt = cfg.encoder.grid
     data = MelCrops(feats, cfg.encoder.input_frames, cfg.data.norm_stats, gf * gt, cfg.mask_ratio, cfg.train.seed)
-    return Recipe("m2d", cfg, model, data, _export(cfg), _ema_step(cfg))
+    return Recipe("m2d", cfg, model, data, _export(cfg), _ema_step(cfg), probe=_probe(cfg, model, data, env, log))
 
 
 def build_m2dx(cfg: M2DXConfig, env: DistEnv, device: torch.device, log=print) -> Recipe:
+    # every check before the (possibly long) feature cache build: init, teacher, corpus and noise indexes
+    cfg = _default_init(cfg, log)
     off = cfg.offline
     path = cfg.init if off.teacher == "init" else off.teacher
-    if off.distill_weight > 0 and not path:  # checked before the (possibly long) feature cache build
+    if off.distill_weight > 0 and not path:
         raise ConfigError("offline.teacher=init needs --init CKPT; or set offline.teacher=PATH, or offline.distill_weight=0")
-    cfg, init, feats = _resolve_common(cfg, env, log)
-    teacher, teacher_input = None, (1.0, 0.0)
+    cfg, init = _resolve_init(cfg, log)
+    up = None
     if off.distill_weight > 0:
         from .upstream import load_bundle
 
         up = load_bundle(path)
         if up.frontend.config != cfg.frontend:
             raise ConfigError(f"teacher {path} uses front end {up.frontend.config}, the run {cfg.frontend}")
+    _index(cfg)
+    if cfg.noise.eta > 0:
+        noise_index = Path(cfg.noise.index).expanduser() if cfg.noise.index else default_index("noise", cfg.data.profile)
+        require_index(noise_index, cfg.data.profile, "noise corpus")
+    cfg, feats = _resolve_data(cfg, init, env, log)
+    teacher, teacher_input = None, (1.0, 0.0)
+    if up is not None:
         t_mean, t_std = (float(x) for x in up.frontend.norm_stats)
         mean, std = cfg.data.norm_stats
         teacher, teacher_input = up.encoder, (std / t_std, (mean - t_mean) / t_std)
@@ -320,7 +375,7 @@ def build_m2dx(cfg: M2DXConfig, env: DistEnv, device: torch.device, log=print) -
     data = MelCrops(feats, cfg.encoder.input_frames, cfg.data.norm_stats, gf * gt, cfg.mask_ratio, cfg.train.seed,
                     noise=noise, eta=cfg.noise.eta, label_names=labels)
     extra = {"label_names": labels} if labels else {}
-    return Recipe("m2dx", cfg, model, data, _export(cfg, extra), _ema_step(cfg))
+    return Recipe("m2dx", cfg, model, data, _export(cfg, extra), _ema_step(cfg), probe=_probe(cfg, model, data, env, log))
 
 
 M2D_METHOD = Method("m2d", M2DConfig, M2D_PRESETS, build_m2d)

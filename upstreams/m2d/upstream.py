@@ -99,7 +99,8 @@ def from_bundle(bundle: dict, source: str | Path = "checkpoint", max_windows: in
 
 
 def load_bundle(path: str | Path, max_windows: int = 64) -> M2DUpstream:
-    bundle = read_checkpoint(path)
+    """A bundle, a training checkpoint, an official nttcslab checkpoint or a `bench export` .safetensors file."""
+    bundle = read_checkpoint(path)  # rebuilds the bundle dict from a .safetensors file
     if "encoder" not in bundle and any(k.endswith("patch_embed.proj.weight") for k in bundle.get("model", bundle)):
         from .convert import convert_official  # official nttcslab checkpoint
 
@@ -107,6 +108,7 @@ def load_bundle(path: str | Path, max_windows: int = 64) -> M2DUpstream:
     model = from_bundle(bundle, source=path, max_windows=max_windows)
     model.checkpoint_path = str(path)
     model.checkpoint_sha256 = sha256_file(path)
+    model.source_checkpoint_sha256 = bundle.get("source_sha256")  # set for a `bench export` safetensors file
     return model
 
 

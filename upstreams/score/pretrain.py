@@ -3,6 +3,8 @@
 Presets (override with a YAML/JSON file or `--set`; `--base NAME --base-ckpt PATH` pick the base):
 
 - `tiny`: seconds, for tests: a seeded tiny random M2D as the base, 12 steps of 4 utterances.
+  Its `base_options` (`arch=tiny`) are options of that base: `--base NAME` drops them (`--set
+  base_options=[...]` gives the new base its own).
 - `mini`: the `m2d` upstream's latest run as the base, 300 steps of 8 utterances (<= 6 s crops) on
   the mini LibriSpeech-layout training speech, AdamW lr 5e-5 (the paper's 2e-5 moves a 300-step
   run too little), 30 warm-up steps, clipping at 1, bf16 autocast.
@@ -24,7 +26,7 @@ from ..training.config import ConfigError, TrainConfig
 from ..training.corpus import default_index
 from ..training.ddp import DistEnv
 from ..training.loop import Recipe
-from ..training.run import Method
+from ..training.run import Method, require_index
 from .data import PerturbedPairs
 from .model import ScoreModel
 
@@ -98,11 +100,21 @@ def _load_base(cfg: ScoreConfig):
     return base, path, (getattr(base, "checkpoint_sha256", None) or file_sha256(path))
 
 
+def _adjust_overrides(preset: ScoreConfig, updates: dict) -> dict:
+    """A preset's `base_options`/`base_ckpt` belong to its base: a user who names another base starts without
+    them (`bench pretrain score --config tiny --base m2d` must not hand m2d the tiny random base's arch)."""
+    base = updates.get("base")
+    if base is None or base == preset.base:
+        return updates
+    return {"base_options": [], "base_ckpt": "", **updates}
+
+
 def build_score(cfg: ScoreConfig, env: DistEnv, device: torch.device, log=print) -> Recipe:
+    index = Path(cfg.data.index).expanduser() if cfg.data.index else default_index("general", cfg.data.profile)
+    require_index(index, cfg.data.profile, "SCORE speech corpus")  # before the base is loaded
     base, base_path, base_sha = _load_base(cfg)
     # pin the base so a resumed or re-read run never silently switches to a newer checkpoint
     cfg = dataclasses.replace(cfg, base_ckpt=str(base_path or ""))
-    index = Path(cfg.data.index).expanduser() if cfg.data.index else default_index("general", cfg.data.profile)
     data = PerturbedPairs(str(index), cfg.data.source_prefix, int(base.sample_rate),
                           cfg.data.max_seconds or 1e9, cfg.train.seed, cfg.data.speeds, cfg.data.semitones)
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, index=str(index)))
@@ -121,4 +133,4 @@ def build_score(cfg: ScoreConfig, env: DistEnv, device: torch.device, log=print)
     return Recipe("score", cfg, model, data, export)
 
 
-METHOD = Method("score", ScoreConfig, SCORE_PRESETS, build_score)
+METHOD = Method("score", ScoreConfig, SCORE_PRESETS, build_score, adjust_overrides=_adjust_overrides)

@@ -4,6 +4,8 @@ nanoGPT's lesson: a run is fully described by one small config that is saved in 
 Here a config is a tree of frozen dataclasses. Overrides (a YAML/JSON file, `--set a.b=value`) are
 applied by `override`, which rejects unknown keys (naming the known ones) and values of the wrong
 type (naming the field and the expected type), so a typo fails at start-up, not after an hour.
+A float field takes only finite numbers (`.nan`, `.inf` are refused) and also a number written as
+text, such as `1e-4` (YAML 1.1, which PyYAML follows, reads exponents without a dot as strings).
 
 `TrainConfig` holds the optimisation settings every pretraining method shares (M2D, M2D-X, SCORE).
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, fields, is_dataclass
@@ -51,12 +54,31 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 200  # optimiser steps between atomic checkpoints
     log_every: int = 10  # optimiser steps between log lines
+    probe_every: int = 0  # optimiser steps between learning probes (RankMe, trivial floors, kNN; also at step 0 and the end); 0 = off
     stop_after: int = 0  # stop after this many steps, once their checkpoint is written (a planned kill)
     prefetch: bool = True  # prepare the next micro-batch in a background thread
     tensorboard: bool = True  # also write a TensorBoard event file (no TensorFlow involved)
     progress: bool = True  # tqdm progress bar on the main process
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            for x in (v if isinstance(v, tuple) else (v,)):
+                if isinstance(x, float) and not math.isfinite(x):
+                    raise ConfigError(f"train.{f.name} must be a finite number, got {x}")
+        if self.lr < 0 or self.base_lr < 0 or self.min_lr < 0:
+            raise ConfigError(f"train.lr, train.base_lr and train.min_lr must be >= 0, got {self.lr}, {self.base_lr}, "
+                              f"{self.min_lr}")
+        if self.peak_lr <= 0:
+            raise ConfigError("train.lr and train.base_lr are both 0: set train.lr (absolute) or train.base_lr "
+                              "(scaled by batch_size / 256) to a number > 0")
+        if self.weight_decay < 0 or self.clip_grad < 0:
+            raise ConfigError(f"train.weight_decay and train.clip_grad must be >= 0, got {self.weight_decay}, "
+                              f"{self.clip_grad}")
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"train.betas must both be in [0, 1), got {list(self.betas)}")
+        if self.threads < 0 or self.stop_after < 0:
+            raise ConfigError(f"train.threads and train.stop_after must be >= 0, got {self.threads}, {self.stop_after}")
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"train.precision must be fp32 or bf16, got {self.precision!r}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -67,6 +89,9 @@ class TrainConfig:
             raise ConfigError("train.steps, epochs, warmup_steps and warmup_epochs must be >= 0")
         if self.checkpoint_every < 1 or self.log_every < 1:
             raise ConfigError("train.checkpoint_every and train.log_every must be >= 1")
+        if self.steps > 0 and self.warmup_steps >= self.steps:  # epoch-based lengths are checked on the corpus
+            raise ConfigError(f"train.warmup_steps {self.warmup_steps} does not fit in a run of {self.steps} steps; "
+                              f"set train.warmup_steps below train.steps")
 
     @property
     def peak_lr(self) -> float:
@@ -122,7 +147,14 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
+        if isinstance(value, str):  # `--set train.lr=1e-4`: YAML 1.1 leaves exponents without a dot as text
+            try:
+                value = float(value.strip())
+            except ValueError:
+                pass
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{where}: expected a finite number, got {value}")
             return float(value)
     elif tp is str:
         if isinstance(value, str):

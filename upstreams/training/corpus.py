@@ -23,7 +23,8 @@ from torch import Tensor
 
 from .config import ConfigError
 
-__all__ = ["Segment", "INDEX_COLUMNS", "data_root", "default_index", "read_index", "read_segment", "split_labels"]
+__all__ = ["Segment", "INDEX_COLUMNS", "data_root", "default_index", "read_index", "read_segment", "split_labels",
+           "probe_clip_sets", "stratified_pick"]
 
 INDEX_COLUMNS = ("path", "start", "stop", "label", "source")
 CORPORA = ("general", "respiratory", "noise")
@@ -112,3 +113,56 @@ def read_segment(seg: Segment, sample_rate: int, where: str) -> Tensor:
     if wav.numel() == 0:
         raise ConfigError(f"{where}: {seg.path} [{seg.start}, {seg.stop}] holds no samples")
     return wav
+
+
+# -- small labelled sets for the pretraining probe --------------------------------------------------
+# SUPERB's ten command words (the 12-class view adds _unknown_ and _silence_, which need no probe)
+COMMAND_WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
+
+
+def stratified_pick(labels: list[str], per_class: int, seed: int) -> list[int]:
+    """Indices of up to `per_class` items of every label (a seeded draw), classes with < 2 dropped.
+
+    A class with one item cannot be anyone's leave-one-out neighbour, so it is left out.
+    """
+    by_class: dict[str, list[int]] = {}
+    for i, lab in enumerate(labels):
+        if lab:
+            by_class.setdefault(lab, []).append(i)
+    gen = torch.Generator().manual_seed(seed)
+    picked = []
+    for lab in sorted(by_class):
+        items = by_class[lab]
+        if len(items) < 2:
+            continue
+        order = torch.randperm(len(items), generator=gen).tolist()
+        picked += sorted(items[j] for j in order[:per_class])
+    return picked
+
+
+def probe_clip_sets(profile: str, per_class: int, seed: int = 0, root: Path | None = None) -> dict[str, list[Segment]]:
+    """Labelled clips of the built evaluation sets, read by path (no `tasks` import), for kNN probes.
+
+    - `esc50`: `<root>/<profile>/esc50/ESC-50-master/meta/esc50.csv` (label = category). Every
+      ESC-50 clip is test data of one cross-validation fold, so these are used only to *look* at
+      the features (no gradient, no model selection), never to train;
+    - `speech_commands`: the ten command words of `validation_list.txt` (never the test list).
+
+    Up to `per_class` clips per class (seeded, `stratified_pick`); a set that is not built, or has
+    fewer than two classes with two clips, is left out. `{}` when nothing is built.
+    """
+    base = (root or data_root()) / profile
+    sets: dict[str, list[Segment]] = {}
+    esc = base / "esc50" / "ESC-50-master"
+    if (esc / "meta" / "esc50.csv").is_file():
+        with open(esc / "meta" / "esc50.csv", newline="") as fh:
+            rows = [r for r in csv.DictReader(fh) if r.get("filename") and r.get("category")]
+        segs = [Segment(esc / "audio" / r["filename"], 0.0, None, r["category"], "esc50") for r in rows]
+        sets["esc50"] = [segs[i] for i in stratified_pick([s.label for s in segs], per_class, seed)]
+    sc = base / "speech_commands" / "speech_commands_v0.02"
+    if (sc / "validation_list.txt").is_file():
+        lines = [ln.strip() for ln in (sc / "validation_list.txt").read_text().splitlines() if ln.strip()]
+        segs = [Segment(sc / ln, 0.0, None, ln.split("/")[0], "speech_commands") for ln in lines
+                if ln.split("/")[0] in COMMAND_WORDS]
+        sets["speech_commands"] = [segs[i] for i in stratified_pick([s.label for s in segs], per_class, seed)]
+    return {name: segs for name, segs in sets.items() if len({s.label for s in segs}) >= 2}

@@ -1,13 +1,8 @@
 """Run logs: a JSON-lines file, an optional TensorBoard event file, a progress bar and a loss plot.
 
-TensorBoard events are written here directly (TFRecord framing around hand-encoded `Event` protos)
-because `torch.utils.tensorboard` imports TensorFlow whenever it is installed, and TensorFlow next to
-triton in one process can segfault; TensorBoard itself is not installed on these machines either.
-Only three messages are needed; their field numbers come from tensorboard's `event.proto` and
-`summary.proto`:
-
-    Event   { double wall_time = 1; int64 step = 2; string file_version = 3; Summary summary = 5; }
-    Summary { repeated Value value = 1; }   Value { string tag = 1; float simple_value = 2; }
+TensorBoard events are written with `tensorboardX`, not `torch.utils.tensorboard`: the latter imports
+TensorFlow whenever it is installed, and TensorFlow next to triton in one process can segfault;
+tensorboardX brings its own protobuf messages and never imports TensorFlow.
 
 Only the main process writes. On resume the JSON log is cut back to the checkpoint's step, so lines
 from the interval lost by a kill are not duplicated.
@@ -17,101 +12,31 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
-import struct
-import time
 from pathlib import Path
 from typing import Iterable
 
 from ..fileio import atomic_path, atomic_write_text
 
-__all__ = ["crc32c", "masked_crc32c", "tfrecord", "scalar_event", "EventWriter", "RunLog", "read_log", "plot_loss"]
-
-
-# -- TFRecord / protobuf encoding ------------------------------------------------------------------
-def _crc32c_table() -> list[int]:
-    table = []
-    for n in range(256):
-        c = n
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_CRC_TABLE = _crc32c_table()
-
-
-def crc32c(data: bytes) -> int:
-    """CRC-32C (Castagnoli), the checksum TFRecord uses."""
-    crc = 0xFFFFFFFF
-    for b in data:
-        crc = _CRC_TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-def masked_crc32c(data: bytes) -> int:
-    crc = crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def tfrecord(payload: bytes) -> bytes:
-    """uint64 length, masked crc of the length, payload, masked crc of the payload (little endian)."""
-    length = struct.pack("<Q", len(payload))
-    return length + struct.pack("<I", masked_crc32c(length)) + payload + struct.pack("<I", masked_crc32c(payload))
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    n &= (1 << 64) - 1  # int64 is encoded as its two's complement
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _field(number: int, wire_type: int) -> bytes:
-    return _varint(number << 3 | wire_type)
-
-
-def _bytes_field(number: int, data: bytes) -> bytes:
-    return _field(number, 2) + _varint(len(data)) + data
-
-
-def _event(wall_time: float, step: int, body: bytes) -> bytes:
-    return _field(1, 1) + struct.pack("<d", wall_time) + _field(2, 0) + _varint(step) + body
-
-
-def scalar_event(step: int, scalars: dict[str, float], wall_time: float | None = None) -> bytes:
-    """Serialized `Event` with one `Summary.Value(tag, simple_value)` per scalar."""
-    values = b"".join(
-        _bytes_field(1, _bytes_field(1, tag.encode()) + _field(2, 5) + struct.pack("<f", float(v)))
-        for tag, v in scalars.items()
-    )
-    return _event(time.time() if wall_time is None else wall_time, step, _bytes_field(5, values))
+__all__ = ["EventWriter", "RunLog", "read_log", "plot_loss"]
 
 
 class EventWriter:
-    """Appends scalar events to `<dir>/events.out.tfevents.<time>.<host>.<pid>`."""
+    """Scalar events under `<dir>/events.out.tfevents.*` (one `Summary.Value` per tag and step), flushed per write."""
 
     def __init__(self, log_dir: str | Path):
-        log_dir = Path(log_dir)
-        log_dir.mkdir(parents=True, exist_ok=True)
-        now = time.time()
-        self.path = log_dir / f"events.out.tfevents.{int(now)}.{socket.gethostname()}.{os.getpid()}"
-        self._fh = open(self.path, "ab")
-        self._fh.write(tfrecord(_event(now, 0, _bytes_field(3, b"brain.Event:2"))))
-        self._fh.flush()
+        from tensorboardX import SummaryWriter
+
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        self._writer = SummaryWriter(logdir=str(log_dir))
 
     def add_scalars(self, step: int, scalars: dict[str, float]) -> None:
-        finite = {k: v for k, v in scalars.items() if isinstance(v, (int, float)) and math.isfinite(v)}
-        self._fh.write(tfrecord(scalar_event(step, finite)))
-        self._fh.flush()
+        for tag, v in scalars.items():
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                self._writer.add_scalar(tag, float(v), global_step=step)
+        self._writer.flush()  # a killed run keeps every step it logged
 
     def close(self) -> None:
-        self._fh.close()
+        self._writer.close()
 
 
 # -- JSON lines ------------------------------------------------------------------------------------
@@ -160,28 +85,78 @@ class RunLog:
 
 
 def plot_loss(rows: Iterable[dict], png: str | Path, title: str = "") -> Path | None:
-    """Loss (and its components) against step; returns the PNG path, or None when there is nothing to plot."""
+    """Loss (and its components) against step; returns the PNG path, or None when there is nothing to plot.
+
+    When the log holds probes (`probe/...` keys, see `probe.py`) two panels are added: the model's
+    loss on the fixed probe batch against the trivial-solution floors (the run learns while its
+    line stays below all of them), and RankMe of the online/target features with the kNN accuracy
+    against its step-0 value.
+    """
+    rows = list(rows)
+    probes = [r for r in rows if any(k.startswith("probe/") for k in r)]
     rows = [r for r in rows if "loss" in r]
-    if not rows:
+    if not rows and not probes:
         return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    # components equal to the total (a single-task run) would only overdraw the same curve
-    keys = ["loss"] + sorted(k for k in rows[-1] if k.startswith("loss_") and any(r.get(k) != r["loss"] for r in rows))
-    fig, ax = plt.subplots(figsize=(7, 4))
-    steps = [r["step"] for r in rows]
-    for k in keys:
-        ax.plot(steps, [r.get(k, float("nan")) for r in rows], label=k, lw=1.5 if k == "loss" else 1.0)
+    panels = 1 + 2 * bool(probes)
+    fig, axes = plt.subplots(panels, 1, figsize=(7, 4 + 3 * (panels - 1)), squeeze=False)
+    ax = axes[0][0]
+    if rows:
+        # components equal to the total (a single-task run) would only overdraw the same curve
+        keys = ["loss"] + sorted(k for k in rows[-1] if k.startswith("loss_") and any(r.get(k) != r["loss"] for r in rows))
+        steps = [r["step"] for r in rows]
+        for k in keys:
+            ax.plot(steps, [r.get(k, float("nan")) for r in rows], label=k, lw=1.5 if k == "loss" else 1.0)
+        ax.legend()
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("loss")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if probes:
+        _plot_probes(axes[1][0], axes[2][0], probes)
     fig.tight_layout()
     with atomic_path(png, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return Path(png)
+
+
+def _plot_probes(floors_ax, rank_ax, probes: list[dict]) -> None:
+    steps = [r["step"] for r in probes]
+
+    def line(ax, key, **kw):
+        if any(key in r for r in probes):
+            ax.plot(steps, [r.get(key, float("nan")) for r in probes], marker=".", **kw)
+
+    line(floors_ax, "probe/loss", label="loss on the probe batch", lw=2.0, color="k")
+    for key, name in (("floor_constant", "constant vector"), ("floor_position", "per-position mean"),
+                      ("floor_neighbour", "copy nearest visible in time")):
+        line(floors_ax, f"probe/{key}", label=f"floor: {name}", lw=1.0, ls="--")
+    floors_ax.set_xlabel("optimiser step")
+    floors_ax.set_ylabel("2 - 2 cos")
+    floors_ax.set_title("learning only while the loss is below every floor", fontsize=9)
+    floors_ax.grid(alpha=0.3)
+    floors_ax.legend(fontsize=8)
+
+    for key, name in (("rankme_online", "RankMe online"), ("rankme_target", "RankMe target")):
+        line(rank_ax, f"probe/{key}", label=name)
+    rank_ax.set_xlabel("optimiser step")
+    rank_ax.set_ylabel("RankMe (clip features)")
+    rank_ax.grid(alpha=0.3)
+    knn = sorted({k for r in probes for k in r if k.startswith("probe/knn_") and not k.endswith("_step0")})
+    handles, labels = rank_ax.get_legend_handles_labels()
+    if knn:
+        acc_ax = rank_ax.twinx()
+        for i, key in enumerate(knn):
+            color = f"C{i + 2}"
+            line(acc_ax, key, label=key[len("probe/"):], color=color)
+            line(acc_ax, f"{key}_step0", label=f"{key[len('probe/'):]} at step 0", color=color, ls=":")
+        acc_ax.set_ylabel("kNN accuracy")
+        h2, l2 = acc_ax.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    if handles:
+        rank_ax.legend(handles, labels, fontsize=8)

@@ -9,18 +9,27 @@ A method plugs in by building a `Recipe`:
   `slot.generator(seed)`), which is what makes resume exact and lets DDP ranks draw disjoint
   micro-batches without talking; `get` runs in a prefetch thread, one slot ahead;
 - `export(model)`: the weight-bundle keys that make a checkpoint loadable as an upstream;
-- optionally `after_step(model, step, total_steps)` (EMA updates; returns scalars to log) and
+- optionally `after_step(model, step, total_steps)` (EMA updates; returns scalars to log),
   `param_groups(model, weight_decay)` (which parameters train, with what decay; default: every
-  parameter with `requires_grad`, no decay on biases, norms and tokens).
+  parameter with `requires_grad`, no decay on biases, norms and tokens) and `probe(model, step)`
+  (learning probes on fixed data, `probe.py`; returns `probe/...` scalars; rank 0 only).
 
 `train` then does the rest the same way for everyone: AdamW, warm-up + cosine lr, gradient
 accumulation and clipping, bf16 autocast, DDP, atomic checkpoints every N steps, exact resume, a
 JSON-lines log, TensorBoard events, a progress bar and a loss plot.
+
+Probes (`train.probe_every` > 0 and a recipe with `probe`): at step 0 of a fresh run, every
+`probe_every` steps and at the last step, rank 0 calls `probe(model, step)` under `torch.no_grad`, in
+eval mode and the training autocast, then puts the model back in training mode. A probe must draw
+nothing from the global RNG (use its own generators), so a run with probes trains exactly like one
+without (tested). Its scalars join the log line of that step (or get a line of their own at step 0
+and between log lines); its time counts in `wall_s` but not in `sec_per_step`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -104,6 +113,7 @@ class Recipe:
     export: Callable[[nn.Module], dict]
     after_step: Callable[[nn.Module, int, int], dict[str, float]] | None = None
     param_groups: Callable[[nn.Module, float], list[dict]] | None = None
+    probe: Callable[[nn.Module, int], dict[str, float]] | None = None  # see the module docstring
 
 
 @dataclass
@@ -193,6 +203,36 @@ def train(recipe: Recipe, out_dir: str | Path, env: DistEnv, device: torch.devic
     bar = _progress(total, start, enabled=env.is_main and cfg.progress, desc=f"{recipe.method} {out_dir.name}")
 
     written = 0
+    probe_every = cfg.probe_every if recipe.probe is not None else 0
+    probing = env.is_main and probe_every > 0  # only rank 0 probes; the others wait at the next all-reduce
+    probe_s = 0.0  # this process's probe time (part of wall_s, not of sec_per_step)
+    probe_postfix: dict[str, str] = {}  # the last probe's numbers, shown next to the last loss and lr
+    bar_loss: dict[str, str] = {}
+
+    def run_probe(at: int) -> tuple[dict[str, float] | None, float]:
+        nonlocal probe_s, probing
+        t = time.perf_counter()
+        model.eval()
+        try:
+            with torch.no_grad(), autocast:
+                out = dict(recipe.probe(model, at))
+        except Exception as exc:  # noqa: BLE001 - a broken probe must not end an hour-long run
+            probing = False
+            print(f"{recipe.method}: probe at step {at} failed ({type(exc).__name__}: {exc}); probes are off for "
+                  f"the rest of this run", file=sys.stderr)
+            dt = time.perf_counter() - t
+            probe_s += dt
+            return None, dt
+        finally:
+            model.train()
+        dt = time.perf_counter() - t
+        probe_s += dt
+        out["probe/seconds"] = round(dt, 3)
+        if at > start:
+            out["probe/share"] = round(probe_s / max(train_s + window_s + probe_s, 1e-9), 4)
+        probe_postfix.clear()
+        probe_postfix.update(probe_summary(out))
+        return out, dt
 
     def checkpoint(done: int, wall: float) -> None:
         nonlocal written
@@ -224,6 +264,11 @@ def train(recipe: Recipe, out_dir: str | Path, env: DistEnv, device: torch.devic
     done = start
     micro_batches = 0
     try:
+        if probing and start == 0 and stop > 0:
+            out, _ = run_probe(0)
+            if out:
+                log.write({"step": 0, "epoch": 0.0, **out, "wall_s": round(probe_s, 2)})
+                bar.set_postfix(probe_postfix, refresh=False)
         for step in range(start, stop):
             t0 = time.perf_counter()
             lr = warmup_cosine_lr(step, total, length.warmup_steps, cfg.peak_lr, cfg.min_lr)
@@ -248,27 +293,35 @@ def train(recipe: Recipe, out_dir: str | Path, env: DistEnv, device: torch.devic
             extra = recipe.after_step(model, step, total) if recipe.after_step else {}
             done = step + 1
             window_steps += 1
+            probe_out, probe_dt = None, 0.0
+            if probing and (done % probe_every == 0 or done == stop):
+                probe_out, probe_dt = run_probe(done)
 
             if done % cfg.log_every == 0 or done == stop:
                 names = sorted(sums)
                 means = all_reduce_mean(torch.stack([sums[k] for k in names]) / window_steps, env).tolist()
-                window_s += time.perf_counter() - t0
+                window_s += time.perf_counter() - t0 - probe_dt
                 record = {"step": done, "epoch": round(done / length.steps_per_epoch, 4), **dict(zip(names, means)),
                           "lr": lr, **extra, "world_size": env.world_size}
                 if grad_norm is not None:
                     record["grad_norm"] = float(grad_norm)
                 record["sec_per_step"] = window_s / window_steps
                 record["clips_per_s"] = window_steps * cfg.batch_size / window_s
-                record["wall_s"] = round(wall_before + train_s + window_s, 2)
-                log.write(record)
-                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
+                record["wall_s"] = round(wall_before + train_s + window_s + probe_s, 2)
+                log.write({**record, **(probe_out or {})})
+                bar_loss = {"loss": f"{record['loss']:.4f}", "lr": f"{lr:.2e}"}
+                bar.set_postfix({**bar_loss, **probe_postfix}, refresh=False)
                 train_s += window_s
                 sums, window_s, window_steps = {}, 0.0, 0
             else:
-                window_s += time.perf_counter() - t0
+                window_s += time.perf_counter() - t0 - probe_dt
+                if probe_out:
+                    log.write({"step": done, "epoch": round(done / length.steps_per_epoch, 4), **probe_out,
+                               "wall_s": round(wall_before + train_s + window_s + probe_s, 2)})
+                    bar.set_postfix({**bar_loss, **probe_postfix}, refresh=False)
             bar.update(1)
             if done % cfg.checkpoint_every == 0 or done == stop:
-                checkpoint(done, wall_before + train_s + window_s)
+                checkpoint(done, wall_before + train_s + window_s + probe_s)
     finally:
         batches.close()
         bar.close()
@@ -277,8 +330,23 @@ def train(recipe: Recipe, out_dir: str | Path, env: DistEnv, device: torch.devic
     plot = None
     if env.is_main:
         plot = plot_loss(read_log(log.path), out_dir / "loss.png", title=f"{recipe.method} {out_dir.name}")
-    return TrainResult(ckpt_path, done, total, log.path, plot, wall_before + train_s + window_s,
+    return TrainResult(ckpt_path, done, total, log.path, plot, wall_before + train_s + window_s + probe_s,
                        env.rank, env.world_size, micro_batches, micro, written)
+
+
+def probe_summary(out: dict[str, float]) -> dict[str, str]:
+    """The few probe numbers the progress bar shows: RankMe of the online encoder, the margin of the
+    model's loss below the lowest trivial floor (> 0: it beats them all) and the first kNN accuracy
+    against its step-0 value."""
+    shown = {}
+    if "probe/rankme_online" in out:
+        shown["rank"] = f"{out['probe/rankme_online']:.1f}"
+    if "probe/floor_margin" in out:
+        shown["margin"] = f"{out['probe/floor_margin']:+.3f}"
+    knn = sorted(k for k in out if k.startswith("probe/knn_") and not k.endswith("_step0"))
+    if knn and f"{knn[0]}_step0" in out:
+        shown["knn"] = f"{out[knn[0]]:.2f}/{out[knn[0] + '_step0']:.2f}"
+    return shown
 
 
 def _progress(total: int, initial: int, enabled: bool, desc: str):

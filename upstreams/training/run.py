@@ -9,6 +9,10 @@ Config resolution: preset (`--config NAME`) or file (`--config FILE`, a mapping 
 may name its base preset with `preset: NAME`), then `--set key=value` overrides. `--resume` takes
 the config saved in the run's checkpoint; only runtime settings (`RESUMABLE_KEYS`) may change then,
 because anything else would make the continuation differ from an uninterrupted run.
+
+Every check a run can fail (config values, warm-up length, the output folder being writable, the
+corpus index existing, init/teacher/base checkpoints and options, done by each method's `build` before
+its feature cache) runs before the run folder is created, so a refused run leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -21,14 +25,16 @@ from typing import Any, Callable
 
 import yaml
 
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, writable_problem
 from ..runs import CHECKPOINT_NAME, run_checkpoints, runs_root
 from .checkpoint import load_checkpoint
 from .config import ConfigError, from_dict, merge, override, read_config_file, to_dict
 from .ddp import DistEnv, setup, teardown
 from .loop import Recipe, TrainResult, train
+from .schedule import run_length
 
-__all__ = ["Method", "METHODS", "MethodNotAvailable", "get_method", "resolve_config", "pretrain", "RESUMABLE_KEYS"]
+__all__ = ["Method", "METHODS", "MethodNotAvailable", "get_method", "resolve_config", "pretrain", "RESUMABLE_KEYS",
+           "require_index"]
 
 METHODS: dict[str, str] = {
     "m2d": "upstreams.m2d.pretrain:M2D_METHOD",
@@ -55,6 +61,18 @@ class Method:
     presets: dict[str, Any]
     build: Callable[..., Recipe]  # build(config, env, device, log) -> Recipe
     default_preset: str = "mini"
+    # adjust(preset config, the user's overrides) -> overrides: drops preset settings that belong to a
+    # preset value the user replaced (SCORE: the tiny preset's base_options are options of its base)
+    adjust_overrides: Callable[[Any, dict], dict] | None = None
+
+
+def require_index(index: str | Path, profile: str, what: str = "pretraining corpus") -> Path:
+    """`index` must exist; else one line naming the data profile to build (checked before any cache or run folder)."""
+    path = Path(index).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{what} index not found: {path}; build it with `bench data build --profile {profile}` "
+                          f"(data root: $BENCH_DATA or the user cache dir) or pass --index / data.index")
+    return path
 
 
 def get_method(name: str) -> Method:
@@ -91,7 +109,10 @@ def resolve_config(method: Method, config: str | None = None, overrides: dict | 
         raise ConfigError(
             f"--config {spec}: neither a preset of {method.name} ({', '.join(method.presets)}) nor a YAML/JSON file"
         )
-    return override(base, merge(updates, overrides or {})), label
+    updates = merge(updates, overrides or {})
+    if method.adjust_overrides is not None:
+        updates = method.adjust_overrides(base, updates)
+    return override(base, updates), label
 
 
 def _check_resumable(overrides: dict, where: str = "") -> None:
@@ -159,10 +180,14 @@ def pretrain(
         if not resume and (out_dir / CHECKPOINT_NAME).exists():
             raise ConfigError(f"{out_dir} already holds a run ({CHECKPOINT_NAME}); pass --resume to continue it, "
                               f"or choose another --out")
+        problem = writable_problem(out_dir)
+        if problem:
+            where = f"--out {out}" if out else f"run directory {out_dir} (under $BENCH_RUNS or ./runs)"
+            raise ConfigError(f"{where}: {problem}; pass a writable --out DIR (or set $BENCH_RUNS)")
+        recipe = method.build(cfg, env, device, log=log if env.is_main else (lambda _m: None))
+        run_length(recipe.config.train, recipe.data.samples_per_epoch)  # the warm-up fits, before the run folder
         if env.is_main:
             log(f"{method.name}: run directory {out_dir} ({env.world_size} process(es), {device})")
-        recipe = method.build(cfg, env, device, log=log if env.is_main else (lambda _m: None))
-        if env.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(out_dir / "config.yaml", yaml.safe_dump({"method": method.name, **to_dict(recipe.config)},
                                                                       sort_keys=False))
