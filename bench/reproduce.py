@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from upstreams.fileio import atomic_write_json, atomic_write_text, sha256_file
+from upstreams.fileio import atomic_write_json, atomic_write_text, dumps_strict, sha256_file
 
 from .errors import UserError
 
@@ -649,7 +649,7 @@ def log_invocation(out: Path, command: str, seconds: float, jobs: int, results: 
              "git_commit": git_commit(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     out.mkdir(parents=True, exist_ok=True)
     with open(out / INVOCATIONS, "a") as fh:  # one short write per line: a crash leaves whole lines
-        fh.write(json.dumps(entry) + "\n")
+        fh.write(dumps_strict(entry, indent=None) + "\n")
 
 
 def _read_invocations(out: Path) -> list[dict]:

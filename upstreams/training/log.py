@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Iterable
 
-from ..fileio import atomic_path, atomic_write_text
+from ..fileio import atomic_path, atomic_write_text, dumps_strict
 
 __all__ = ["EventWriter", "RunLog", "read_log", "plot_loss"]
 
@@ -64,7 +64,7 @@ class RunLog:
             return
         if resume_step is not None and self.path.exists():
             kept = [r for r in read_log(self.path) if r.get("step", 0) <= resume_step]
-            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+            atomic_write_text(self.path, "".join(dumps_strict(r, indent=None) + "\n" for r in kept))
         elif resume_step is None and self.path.exists():
             self.path.unlink()  # a fresh run in a reused directory
         if tensorboard:
@@ -74,7 +74,7 @@ class RunLog:
         if not self.enabled:
             return
         with open(self.path, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+            fh.write(dumps_strict(record, indent=None) + "\n")  # a NaN loss is written as null
         if self.events is not None:
             scalars = {k: v for k, v in record.items() if k != "step" and isinstance(v, (int, float))}
             self.events.add_scalars(int(record["step"]), scalars)
