@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -62,6 +62,8 @@ def run_clip(req, spec, protocol, upstream, device, log=print) -> PartialResult:
         task.notes["folds_evaluated"] = [f.name for f in task.folds]
     dataset = dataset_record(spec, req, task.identity or task.dataset_dir, task.skipped)
     budget = budget_for(req.profile if req.dataset is None else None, protocol)
+    if req.budget:  # the user's caps (`bench run --max-epochs/--patience`), recorded with the budget below
+        budget = replace(budget, **{k: v for k, v in req.budget.items() if k in ("max_epochs", "patience")})
     settings = ExtractionSettings("mean", task.clip_seconds, task.pad_mode, req.precision)
     if protocol in ("linear", "weighted", "knn", "mlp"):  # frozen: one cache entry serves all four
         ident = upstream.describe()
@@ -106,6 +108,6 @@ def run_clip(req, spec, protocol, upstream, device, log=print) -> PartialResult:
             freq_mask=int(fopts.get("freq_mask", 0)), progress=req.progress,
         )
     out.details["budget"] = {"max_epochs": budget.max_epochs, "patience": budget.patience,
-                             "batch_size": budget.batch_size}
+                             "batch_size": budget.batch_size, "set_by_user": sorted(req.budget)}
     split = f"test folds ({len(task.folds)}-fold CV)" if len(task.folds) > 1 else f"test ({task.folds[0].name})"
     return PartialResult(out.score, out.lr, split, out.secondary, out.selection, out.details, dataset)

@@ -51,6 +51,8 @@ class RunRequest:
     skip_bad: bool = False
     task_options: dict = field(default_factory=dict)  # e.g. {"classes": "all35"} for speech_commands
     finetune: dict = field(default_factory=dict)  # upstream_lr_scale, time_mask, freq_mask
+    # user caps on head training, recorded: max_epochs / patience (clip tasks, epochs), max_steps / patience (pr, asr)
+    budget: dict = field(default_factory=dict)
     folds: list[str] | None = None  # evaluate only these folds (e.g. ["fold1"]); recorded in the result
     cache_root: str | None = None
     progress: bool = True
@@ -99,6 +101,25 @@ def _check_ad_hoc_upstream(name: str) -> None:
                         f"keywords and returns a torch.nn.Module; see `bench list upstreams`)")
 
 
+BUDGET_KEYS = {"clip": ("max_epochs", "patience"), "ctc": ("max_steps", "patience")}
+
+
+def _check_budget(req: RunRequest, protocol: str) -> None:
+    """--max-epochs / --max-steps / --patience: whole numbers >= 1, and only where the protocol trains that way."""
+    if not req.budget:
+        return
+    family = "clip" if req.task in CLIP_TASKS else "ctc" if req.task in ("pr", "asr") else None
+    for key, value in req.budget.items():
+        flag = "--" + key.replace("_", "-")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UserError(f"{flag} {value}: give a whole number >= 1")
+        if protocol in UNTRAINED_PROTOCOLS or family is None:
+            raise UserError(f"{flag}: {req.task} {protocol} trains nothing, so there is no budget to cap")
+        if key not in BUDGET_KEYS[family]:
+            other = "--max-steps (pr, asr train by steps)" if key == "max_epochs" else "--max-epochs (clip tasks train by epochs)"
+            raise UserError(f"{flag} does not apply to --task {req.task}: use {other}")
+
+
 def _validate(req: RunRequest):
     try:
         spec = get_task(req.task)
@@ -122,6 +143,7 @@ def _validate(req: RunRequest):
     scale = req.finetune.get("upstream_lr_scale", 0.1)
     if not (_finite(scale) and scale > 0):
         raise UserError(f"--upstream-lr-scale {scale}: must be a finite number > 0 (default 0.1)")
+    _check_budget(req, protocol)
     beam = req.task_options.get("beam_size")
     if beam is not None and (not isinstance(beam, int) or beam < 1):
         raise UserError(f"--beam-size {beam}: must be a whole number >= 1 (default 5)")

@@ -329,6 +329,16 @@ def _labels_vs_frames(head_cfg: HeadConfig, upstream, sources: _Sources, targets
 
 # -- the protocol --------------------------------------------------------------------------------
 
+def _capped(budget: CTCBudget, caps: dict) -> CTCBudget:
+    """The profile's budget under the user's `--max-steps/--patience` (a real-corpus PR run is SUPERB's 100k
+    steps otherwise); evaluation interval and warm-up shrink with a shorter run so it still selects on dev."""
+    if not caps:
+        return budget
+    steps = int(caps.get("max_steps", budget.max_steps))
+    return replace(budget, max_steps=steps, patience=int(caps.get("patience", budget.patience)),
+                   eval_every=max(1, min(budget.eval_every, steps)), min_steps=min(budget.min_steps, steps))
+
+
 def run_ctc(req, spec, protocol: str, upstream, device, log=print) -> PartialResult:
     """Train and score one (upstream, pr|asr, protocol); returns what `bench.run` turns into a record."""
     profile = req.profile if req.dataset is None else None
@@ -339,7 +349,7 @@ def run_ctc(req, spec, protocol: str, upstream, device, log=print) -> PartialRes
     settings = settings_for(req.task, profile, protocol)
     head_cfg = effective_head(settings.head, upstream.downsample_rate)
     lrs = tuple(req.lrs or settings.lrs)
-    budget = settings.budget
+    budget = _capped(settings.budget, req.budget)
     decoder, decoder_name = _decoder_for(task, req.task_options)
     n_layers, dim = upstream.num_layers, int(upstream.hidden_sizes[-1])
     default_norm = settings.normalize_layers if settings.normalize_layers is not None else n_layers > 1
@@ -451,7 +461,7 @@ def run_ctc(req, spec, protocol: str, upstream, device, log=print) -> PartialRes
         "layer": "weighted" if layer is None else layer,
         "head": {**head_cfg.as_dict(), "labels": task.vocab.name, "num_labels": len(task.vocab),
                  "profile": profile or "full"},
-        "budget": budget.as_dict(),
+        "budget": {**budget.as_dict(), "set_by_user": sorted(req.budget)},
         "optimizer": "Adam, gradient clipping 1.0",
         "head_threads": head_threads or torch.get_num_threads(),
         "decoder": decoder_name,

@@ -59,6 +59,12 @@ def add_parser(sub) -> None:
                    help="evaluate only these folds, e.g. --folds fold1 (ESC-50 has fold1..fold5; recorded)")
     p.add_argument("--upstream-lr-scale", type=float, default=0.1, help="finetune: upstream lr = lr x this")
     p.add_argument("--specaug", action="store_true", help="finetune: SpecAugment-style masking of upstream features")
+    p.add_argument("--max-epochs", type=int, default=None, metavar="N",
+                   help="clip tasks: cap head (or fine-tuning) epochs (default per profile: 200 frozen; recorded)")
+    p.add_argument("--max-steps", type=int, default=None, metavar="N",
+                   help="pr/asr: cap CTC head steps (real corpora default to SUPERB's 100k/200k; recorded)")
+    p.add_argument("--patience", type=int, default=None, metavar="N",
+                   help="early-stopping patience: epochs (clip tasks) or dev evaluations (pr/asr); recorded")
     p.add_argument("--batch-seconds", type=float, default=120.0, help="audio seconds per extraction batch")
     p.add_argument("--cache-root", default=None, help="embedding cache (default $BENCH_CACHE or the user cache)")
     p.add_argument("--no-progress", action="store_true")
@@ -95,6 +101,8 @@ def _run(args) -> int:
     req = RunRequest(
         upstream=args.upstream, task=args.task, protocol=args.protocol, ckpt=args.ckpt,
         upstream_options=options, dataset=args.dataset, profile=args.profile, data_root=args.data_root,
+        budget={k: v for k, v in (("max_epochs", args.max_epochs), ("max_steps", args.max_steps),
+                                  ("patience", args.patience)) if v is not None},
         results=args.results, seed=args.seed, seeds=args.seeds, lrs=args.lr, layer=args.layer, precision=args.precision,
         device=args.device, batch_seconds=args.batch_seconds, skip_bad=args.skip_bad, task_options=task_options,
         finetune={"upstream_lr_scale": args.upstream_lr_scale, **({"time_mask": 8, "freq_mask": 16} if args.specaug else {})},
