@@ -38,7 +38,7 @@ _BUDGETS = {
     ("tiny", "finetune"): Budget(1, 1, 8),
     # mini: 3 epochs. Measured on 2 CPU cores, one thread, bf16: ~250 s per ICBHI epoch (671 training
     # cycles of 8 s, plus validation) for the mini ViT, so 12 epochs per upstream did not fit the
-    # reproduction's 3-hour time box, nor did 5 (~21 min per ICBHI stage; README, "Quickstart and the
+    # reproduction's 3-hour time box, nor did 5 (~21 min per ICBHI stage; docs/reproduce.md, "Quickstart and the
     # full reproduction"). In the 5-epoch run the best validation epoch was 1-3.
     ("mini", "finetune"): Budget(3, 2, 16),
     ("full", "finetune"): Budget(50, 10, 32),

@@ -81,7 +81,7 @@ def run_clip(req, spec, protocol, upstream, device, log=print) -> PartialResult:
             [e.key for e in task.examples],
         )
         log(f"[run] embeddings {'reused from' if entry.hit else 'written to'} cache {entry.path}")
-        # default: on when there are layers to mix (README, "Fair comparisons": measured on fbank, random, m2d)
+        # default: on when there are layers to mix (docs/protocols.md, "Fair comparisons": measured on fbank, random, m2d)
         normalize = protocol == "weighted" and bool(req.task_options.get("normalize_layers", upstream.num_layers > 1))
         if protocol == "knn":
             out = run_knn(task, entry.pooled(), req.layer)

@@ -80,7 +80,7 @@ ASR_MINI_LRS = (3e-3, 1e-2)
 # Budgets: `full` is SUPERB (PR 100k steps, ASR 200k, batches of ~32 LibriSpeech utterances, a grid
 # of 3 learning rates centred on SUPERB's value: PR 1e-2, ASR 1e-4), early stopping from the start.
 # `mini` is sized for ~5 minutes of head training per upstream x task on 2 shared CPU cores (see the
-# README's speech section). Measured on mini: CTC first sits on the blank plateau (every hypothesis
+# speech section of docs/protocols.md). Measured on mini: CTC first sits on the blank plateau (every hypothesis
 # empty, 100 % errors) for a few hundred steps; SUPERB's rates and patience from step 0 stopped runs
 # there. So mini uses higher head rates, 2 grid points, patience counted only after `min_steps`, and
 # for ASR many small steps with layer-normed layers (ASR_MINI_BUDGET above). Runs stuck on the plateau

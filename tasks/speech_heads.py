@@ -248,7 +248,7 @@ class WeightedSum(nn.Module):
     `normalize` applies s3prl's `F.layer_norm` (no affine) to every layer before the sum. SUPERB runs
     without it; the mini ASR setting needs it: on raw log-mel or a small ViT's unnormalised hidden
     states the BiLSTM head stayed on CTC's blank plateau for 2000 steps, with it it left by step
-    200-1000 (README, "Speech tasks").
+    200-1000 (docs/protocols.md, "Speech tasks").
     """
 
     def __init__(self, num_layers: int, normalize: bool = False):
