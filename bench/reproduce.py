@@ -353,10 +353,13 @@ class Reproduction:
         self.results[stage.name] = StageResult(stage.name, "done", seconds, outputs, note)
         from .records import portable_paths
 
+        self.log(f"[reproduce] {stage.name}: done in {seconds:.0f} s" + (f" ({note})" if note else ""))
+        old = self.read_marker(stage)
+        if old and old.get("key") == key and old.get("outputs") == portable_paths(outputs):
+            return  # a stage that only confirmed its outputs (the data check) leaves its marker as it was
         atomic_write_json(self.marker_path(stage), {"stage": stage.name, "key": key, "params": stage.params,
                                                     "outputs": portable_paths(outputs), "seconds": round(seconds, 2),
                                                     "note": note, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-        self.log(f"[reproduce] {stage.name}: done in {seconds:.0f} s" + (f" ({note})" if note else ""))
 
     def _run_parallel(self, stages: list[Stage], jobs: int) -> None:
         """Run stages `jobs` at a time in worker processes with cores // jobs threads each.
