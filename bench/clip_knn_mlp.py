@@ -40,7 +40,7 @@ from tasks.fit import balanced_weights, fit_features, predict_features
 from tasks.heads import MLPHead
 from tasks.metrics.classification import per_class_accuracy
 
-from .clip_protocols import Budget, Outcome
+from .clip_protocols import Budget, Outcome, grid_scores, summarise_grid
 
 __all__ = ["KNN_KS", "MLP_GRID", "MLP_GRID_POINTS", "GRID_SEED", "knn_predict", "mlp_grid", "run_knn", "run_mlp"]
 
@@ -93,38 +93,6 @@ def knn_predict(train_x: np.ndarray, train_y: np.ndarray, query_x: np.ndarray, k
     return out
 
 
-def _grid(task: ClipTask, points: list[dict], runs: dict) -> tuple[list[dict], int]:
-    """(each point with its validation scores, the index of the winner: best mean validation score over
-    folds as recorded, to 4 decimals; the first point wins ties)."""
-    grid = []
-    for i, point in enumerate(points):
-        vals = [runs[(i, f.name)]["val"] for f in task.folds]
-        grid.append({**point, "val_mean": round(float(np.mean(vals)), 4), "val_per_fold": [round(v, 4) for v in vals]})
-    return grid, max(range(len(grid)), key=lambda i: grid[i]["val_mean"])
-
-
-def _summarise(task: ClipTask, points: list[dict], runs: dict, criterion: str, extra_fold_keys=()) -> Outcome:
-    """runs[(point index, fold)] = {'val', 'test', 'test_metrics', 'per_class', ...} -> the record's numbers
-    (only the winning point needs test entries)."""
-    grid, best = _grid(task, points, runs)
-    per_fold = [runs[(best, f.name)] for f in task.folds]
-    tests = np.array([r["test"] for r in per_fold])
-    secondary = {"std": float(tests.std(ddof=1)) if len(tests) > 1 else None, "folds": len(tests),
-                 "val_score": grid[best]["val_mean"]}
-    for k in sorted(set(per_fold[0]["test_metrics"]) - {"score"}):  # e.g. ICBHI se / sp
-        secondary[k] = float(np.mean([r["test_metrics"][k] for r in per_fold]))
-    # mean over the folds whose test split holds the class; null when no fold's does (a NaN is not JSON)
-    per_class = {c: [r["per_class"][c] for r in per_fold if c in r["per_class"]] for c in task.classes}
-    secondary["per_class_accuracy"] = {c: round(float(np.mean(v)), 2) if v else None for c, v in per_class.items()}
-    selection = {"on": "validation", "criterion": criterion, "grid": grid, "chosen": dict(points[best]),
-                 "test_used_for_selection": False, "notes": task.notes}
-    details = {"per_fold": [{"fold": f.name, "test": round(r["test"], 4), "val": round(r["val"], 4),
-                             **{k: r[k] for k in extra_fold_keys}} for f, r in zip(task.folds, per_fold)],
-               "n_train": [int(len(f.train)) for f in task.folds], "n_valid": [int(len(f.valid)) for f in task.folds],
-               "n_test": [int(len(f.test)) for f in task.folds], "classes": task.classes}
-    return Outcome(float(tests.mean()), points[best].get("lr"), secondary, selection, details)
-
-
 def _scored(task: ClipTask, idx: np.ndarray, pred: np.ndarray) -> dict:
     tm = task.score_fn(task.labels[idx], pred)
     return {"test": tm["score"], "test_metrics": tm,
@@ -145,14 +113,14 @@ def run_knn(task: ClipTask, pooled: np.ndarray, layer: int = -1, ks=KNN_KS, stan
         for i, k in enumerate(ks):
             runs[(i, fold.name)] = {"val": task.score_fn(task.labels[fold.valid], preds[k])["score"], "k": k}
     points = [{"k": k} for k in ks]
-    chosen = ks[_grid(task, points, runs)[1]]
+    chosen = ks[grid_scores(task, points, runs)[1]]
     for fold in task.folds:  # test: the chosen k only
         x = prepared[fold.name]
         pred = knn_predict(x[fold.train], task.labels[fold.train], x[fold.test], (chosen,), len(task.classes))[chosen]
         runs[(ks.index(chosen), fold.name)].update(_scored(task, fold.test, pred))
     criterion = (f"mean validation {task.metric} over folds; k in {list(ks)} (k <= training-set size), smaller k "
                  f"wins ties; layer {layer}")
-    out = _summarise(task, points, runs, criterion, extra_fold_keys=("k",))
+    out = summarise_grid(task, points, runs, criterion, extra_fold_keys=("k",))
     out.lr = None
     out.details.update({
         "layer": layer, "k": chosen, "standardized": standardize,
@@ -202,7 +170,7 @@ def run_mlp(task: ClipTask, pooled: np.ndarray, lrs=None, seed: int = 0, layer: 
                                     "epochs_run": len(res.history), **_scored(task, fold.test, pred)}
     criterion = (f"mean validation {task.metric} over folds, best epoch per (grid point, fold); {len(points)} of "
                  f"{full_size} grid points drawn with seed {GRID_SEED}; layer {layer}")
-    out = _summarise(task, points, runs, criterion, extra_fold_keys=("best_epoch", "epochs_run"))
+    out = summarise_grid(task, points, runs, criterion, extra_fold_keys=("best_epoch", "epochs_run"))
     out.selection.update({"grid_full_size": full_size, "grid_sampled": len(points), "grid_seed": GRID_SEED,
                           "grid_axes": {k: list(v) for k, v in {**MLP_GRID, **({"lr": tuple(lrs)} if lrs else {})}
                                         .items()}})

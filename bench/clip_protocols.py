@@ -65,36 +65,50 @@ class Outcome:
     details: dict = field(default_factory=dict)
 
 
-def _summarise(task: ClipTask, protocol: str, lrs, runs: dict, extra_select: str = "") -> Outcome:
-    """runs[(lr, fold)] = {'val', 'test', 'test_metrics', 'epoch', ...} -> the record's numbers."""
+def grid_scores(task: ClipTask, points: list[dict], runs: dict) -> tuple[list[dict], int]:
+    """(each point with its validation scores, the index of the winner: best mean validation score over
+    folds as recorded, to 4 decimals; the first point wins ties)."""
     grid = []
-    for lr in lrs:
-        vals = [runs[(lr, f.name)]["val"] for f in task.folds]
-        grid.append({"lr": lr, "val_mean": round(float(np.mean(vals)), 4), "val_per_fold": [round(v, 4) for v in vals]})
-    chosen = max(grid, key=lambda g: g["val_mean"])  # first (smallest) lr wins ties
-    lr = chosen["lr"]
-    per_fold = [runs[(lr, f.name)] for f in task.folds]
+    for i, point in enumerate(points):
+        vals = [runs[(i, f.name)]["val"] for f in task.folds]
+        grid.append({**point, "val_mean": round(float(np.mean(vals)), 4), "val_per_fold": [round(v, 4) for v in vals]})
+    return grid, max(range(len(grid)), key=lambda i: grid[i]["val_mean"])
+
+
+def summarise_grid(task: ClipTask, points: list[dict], runs: dict, criterion: str, extra_fold_keys=()) -> Outcome:
+    """runs[(point index, fold)] = {'val', 'test', 'test_metrics', 'per_class', ...} -> the record's numbers
+    (only the winning point needs test entries). Every clip protocol's grid (lrs, k, MLP points) goes through here."""
+    grid, best = grid_scores(task, points, runs)
+    per_fold = [runs[(best, f.name)] for f in task.folds]
     tests = np.array([r["test"] for r in per_fold])
     secondary = {"std": float(tests.std(ddof=1)) if len(tests) > 1 else None, "folds": len(tests),
-                 "val_score": chosen["val_mean"]}
-    keys = set(per_fold[0]["test_metrics"]) - {"score"}
-    for k in sorted(keys):  # e.g. ICBHI se / sp
+                 "val_score": grid[best]["val_mean"]}
+    for k in sorted(set(per_fold[0]["test_metrics"]) - {"score"}):  # e.g. ICBHI se / sp
         secondary[k] = float(np.mean([r["test_metrics"][k] for r in per_fold]))
     # mean over the folds whose test split holds the class; null when no fold's does (a NaN is not JSON)
     per_class = {c: [r["per_class"][c] for r in per_fold if c in r["per_class"]] for c in task.classes}
     secondary["per_class_accuracy"] = {c: round(float(np.mean(v)), 2) if v else None for c, v in per_class.items()}
-    selection = {"on": "validation", "criterion": f"mean validation {task.metric} over folds, best epoch per fold"
-                 + extra_select, "grid": grid, "chosen": {"lr": lr}, "test_used_for_selection": False,
-                 "notes": task.notes}
+    selection = {"on": "validation", "criterion": criterion, "grid": grid, "chosen": dict(points[best]),
+                 "test_used_for_selection": False, "notes": task.notes}
     details = {"per_fold": [{"fold": f.name, "test": round(r["test"], 4), "val": round(r["val"], 4),
-                             "best_epoch": r["epoch"], "epochs_run": r["epochs_run"],
-                             **({"layer_weights": r["layer_weights"]} if "layer_weights" in r else {})}
-                            for f, r in zip(task.folds, per_fold)],
+                             **{k: r[k] for k in extra_fold_keys}} for f, r in zip(task.folds, per_fold)],
                "n_train": [int(len(f.train)) for f in task.folds], "n_valid": [int(len(f.valid)) for f in task.folds],
                "n_test": [int(len(f.test)) for f in task.folds], "classes": task.classes}
-    if "layer_weights" in per_fold[0]:
-        details["layer_weights"] = np.mean([r["layer_weights"] for r in per_fold], axis=0).round(4).tolist()
-    return Outcome(float(tests.mean()), lr, secondary, selection, details)
+    return Outcome(float(tests.mean()), points[best].get("lr"), secondary, selection, details)
+
+
+def _summarise(task: ClipTask, protocol: str, lrs, runs: dict, extra_select: str = "") -> Outcome:
+    """runs[(lr, fold)] = {'val', 'test', 'test_metrics', 'epoch', ...} -> the record's numbers."""
+    points = [{"lr": lr} for lr in lrs]
+    indexed = {(i, f.name): {**runs[(lr, f.name)], "best_epoch": runs[(lr, f.name)]["epoch"]}
+               for i, lr in enumerate(lrs) for f in task.folds}
+    keys = ("best_epoch", "epochs_run") + (("layer_weights",) if "layer_weights" in indexed[(0, task.folds[0].name)] else ())
+    out = summarise_grid(task, points, indexed,
+                         f"mean validation {task.metric} over folds, best epoch per fold" + extra_select, keys)
+    if "layer_weights" in keys:
+        out.details["layer_weights"] = np.mean([f["layer_weights"] for f in out.details["per_fold"]],
+                                               axis=0).round(4).tolist()
+    return out
 
 
 def run_frozen(task: ClipTask, pooled: np.ndarray, protocol: str, lrs=None, seed: int = 0, layer: int = -1,

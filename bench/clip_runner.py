@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-import torch
-
 from tasks.clip_tasks import load_clip_task
 from tasks.data.identity import DatasetIdentity, identify
 

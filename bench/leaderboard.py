@@ -24,7 +24,7 @@ import pandas as pd
 from upstreams.fileio import atomic_path
 
 from .records import read_records
-from .stats import Unit, summarise_units
+from .stats import Unit, summarise_units, units_from
 
 __all__ = ["COLUMNS", "leaderboard", "write_csv", "record_units", "pool_seeds"]
 
@@ -71,13 +71,7 @@ def record_units(rec: dict) -> list[Unit]:
     sec = rec.get("secondary") or {}
     if sec.get("units"):
         return [Unit.from_dict(u) for u in sec["units"]]
-    seed = int(rec.get("seed") or 0)
-    folds = (rec.get("details") or {}).get("per_fold")
-    if folds:
-        return [Unit(seed, str(f["fold"]), float(f["test"])) for f in folds]
-    extra = tuple(sorted((k, float(v)) for k, v in sec.items()
-                         if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v))
-    return [Unit(seed, "test", float(rec["score"]), extra)]
+    return units_from(int(rec.get("seed") or 0), rec["score"], sec, (rec.get("details") or {}).get("per_fold"))
 
 
 def _stats_columns(units: list[Unit]) -> dict:

@@ -21,7 +21,7 @@ from tasks.registry import get_task
 
 from .errors import UserError
 from .records import ResultRecord, RunTimer, check_results_writable, write_record
-from .stats import Unit, check_seeds, summarise_units
+from .stats import Unit, check_seeds, summarise_units, units_from
 
 __all__ = ["RunRequest", "run", "resolve_device"]
 
@@ -255,14 +255,8 @@ def _run_family(req: RunRequest, spec, protocol, upstream, device, log):
 
 
 def units_of(partial, seed: int) -> list[Unit]:
-    """The (seed, fold) test scores of one seed's result: per fold for cross-validated clip tasks, else
-    the test split, carrying its numeric secondary metrics (ASR's CER) for claims that need them."""
-    folds = partial.details.get("per_fold")
-    if folds:
-        return [Unit(seed, f["fold"], float(f["test"])) for f in folds]
-    extra = tuple(sorted((k, float(v)) for k, v in partial.secondary.items()
-                         if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v))
-    return [Unit(seed, "test", float(partial.score), extra)]
+    """The (seed, fold) test scores of one seed's result (`bench.stats.units_from`)."""
+    return units_from(seed, partial.score, partial.secondary, partial.details.get("per_fold"))
 
 
 def merge_seeds(seeds: list[int], partials: list):

@@ -27,7 +27,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from scipy import stats as _st
 
-__all__ = ["Unit", "t_interval", "summarise_units", "Summary", "paired_test", "Paired",
+__all__ = ["Unit", "units_from", "t_interval", "summarise_units", "Summary", "paired_test", "Paired",
            "min_detectable_difference", "seeds_needed", "check_seeds"]
 
 ALPHA = 0.05
@@ -55,6 +55,16 @@ class Unit:
         extra = tuple(sorted((k, float(v)) for k, v in d.items() if k not in ("seed", "fold", "score")
                              and isinstance(v, (int, float)) and v is not None))
         return cls(int(d["seed"]), str(d["fold"]), float(d["score"]), extra)
+
+
+def units_from(seed: int, score: float, secondary: dict, per_fold: list | None) -> list[Unit]:
+    """One seed's units: per fold for cross-validated tasks (`details.per_fold`), else the test split,
+    carrying its numeric secondary metrics (ASR's CER) for claims that need them."""
+    if per_fold:
+        return [Unit(seed, str(f["fold"]), float(f["test"])) for f in per_fold]
+    extra = tuple(sorted((k, float(v)) for k, v in secondary.items()
+                         if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v))
+    return [Unit(seed, "test", float(score), extra)]
 
 
 def check_seeds(seeds: Sequence[int] | None, flag: str = "--seeds") -> list[int]:

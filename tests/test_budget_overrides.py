@@ -3,19 +3,16 @@ flags that do not fit the task are one line."""
 
 from __future__ import annotations
 
-import json
 
 import pytest
 
 from bench.cli import main
 from bench.run import RunRequest, run
+from tiny_requests import tiny_request
 
 
 def _req(tiny_root, tmp_path, **kw) -> RunRequest:
-    base = dict(upstream="fbank", profile="tiny", data_root=str(tiny_root), results=str(tmp_path / "results"),
-                cache_root=str(tmp_path / "cache"), progress=False)
-    base.update(kw)
-    return RunRequest(**base)
+    return tiny_request(tiny_root, tmp_path, **{"upstream": "fbank", "upstream_options": {}, **kw})
 
 
 def test_clip_epochs_and_patience_cap_training_and_are_recorded(tiny_root, tmp_path):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 
-import numpy as np
 import pytest
 import torch
 
@@ -13,19 +12,16 @@ from bench.cache import EmbeddingCache
 from bench.clip_protocols import DEFAULT_LRS
 from bench.records import read_records
 from bench.run import RunRequest, run
+from tiny_requests import tiny_request
 from tasks.audio import AudioReadError
 from tasks.heads import WeightedLayerHead
 from tasks.metrics.classification import accuracy, icbhi_scores
 
 CLIP_TASKS = ["esc50", "speech_commands", "icbhi"]
-QUIET = dict(progress=False)
 
 
 def _req(tiny_root, tmp_path, **kw) -> RunRequest:
-    base = dict(upstream="random", upstream_options={"arch": "tiny"}, profile="tiny", data_root=str(tiny_root),
-                results=str(tmp_path / "results"), cache_root=str(tmp_path / "cache"), **QUIET)
-    base.update(kw)
-    return RunRequest(**base)
+    return tiny_request(tiny_root, tmp_path, **kw)
 
 
 # -- metrics against hand-computed values --------------------------------------------------------

@@ -11,16 +11,13 @@ import torch
 
 from bench.clip_knn_mlp import GRID_SEED, KNN_KS, MLP_GRID, knn_predict, mlp_grid
 from bench.run import UNTRAINED_PROTOCOLS, RunRequest, run
+from tiny_requests import tiny_request
 from tasks.heads import MLPHead
 
-QUIET = dict(progress=False)
 
 
 def _req(tiny_root, tmp_path, **kw) -> RunRequest:
-    base = dict(upstream="random", upstream_options={"arch": "tiny"}, profile="tiny", data_root=str(tiny_root),
-                results=str(tmp_path / "results"), cache_root=str(tmp_path / "cache"), **QUIET)
-    base.update(kw)
-    return RunRequest(**base)
+    return tiny_request(tiny_root, tmp_path, **kw)
 
 
 # -- kNN against scikit-learn ----------------------------------------------------------------------

@@ -16,6 +16,7 @@ from bench.cli import main
 from bench.leaderboard import leaderboard, pool_seeds
 from bench.report import claims_table, compare, power_table, render_report
 from bench.run import RunRequest, run
+from tiny_requests import tiny_request
 from bench.stats import Unit, min_detectable_difference, paired_test, seeds_needed, summarise_units, t_interval
 
 A = [61.2, 58.9, 63.4, 60.1, 59.7]
@@ -87,10 +88,7 @@ def test_reproduce_seeds_below_one_is_one_line(capsys, tmp_path):
 # -- end to end on tiny ------------------------------------------------------------------------------
 
 def _req(tiny_root, tmp_path, **kw) -> RunRequest:
-    base = dict(upstream="random", upstream_options={"arch": "tiny"}, profile="tiny", data_root=str(tiny_root),
-                results=str(tmp_path / "results"), cache_root=str(tmp_path / "cache"), progress=False)
-    base.update(kw)
-    return RunRequest(**base)
+    return tiny_request(tiny_root, tmp_path, **kw)
 
 
 def test_seeds_give_one_record_with_every_seed_and_the_leaderboard_interval(tiny_root, tmp_path):

@@ -22,16 +22,13 @@ import upstreams
 from bench.cache import EmbeddingCache
 from bench.cli import main as bench_main
 from bench.run import RunRequest, run
+from tiny_requests import tiny_request
 from upstreams.errors import CheckpointError, OptionError, UnknownUpstreamError, UpstreamError
 
-QUIET = dict(progress=False)
 
 
 def _req(tiny_root, tmp_path, **kw) -> RunRequest:
-    base = dict(profile="tiny", data_root=str(tiny_root), results=str(tmp_path / "results"),
-                cache_root=str(tmp_path / "cache"), **QUIET)
-    base.update(kw)
-    return RunRequest(**base)
+    return tiny_request(tiny_root, tmp_path, **{"upstream_options": {}, **kw})  # callers name the upstream
 
 
 def _wavs(*seconds, seed=0):

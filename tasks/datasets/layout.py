@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 from ..audio import MISSING_REMEDY, REMEDY, AudioReadError, audio_info
 from ..data.build import DatasetNotBuiltError, dataset_dir
