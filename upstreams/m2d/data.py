@@ -31,7 +31,7 @@ from ..fileio import atomic_directory
 from ..frontend import LogMel, LogMelConfig, log_mel
 from ..training.corpus import Segment, read_index, read_segment, split_labels
 from ..training.loop import EpochOrder, Slot
-from .masking import random_mask
+from .masking import make_mask
 
 __all__ = ["MelFeatures", "load_features", "MelCrops", "mix_in_power"]
 
@@ -61,6 +61,7 @@ class MelFeatures:
     labels: list[str]  # per segment; "" = unlabelled
     index: Path
     directory: Path
+    sources: list[str] | None = None  # per segment, the index's provenance column (None: not read)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -115,7 +116,7 @@ def load_features(
     meta = json.loads((directory / "meta.json").read_text())
     offsets = meta["offsets"]
     frames = np.memmap(directory / "frames.f16", dtype=np.float16, mode="c", shape=(offsets[-1], meta["n_mels"]))
-    return MelFeatures(torch.from_numpy(frames), offsets, meta["labels"], index, directory)
+    return MelFeatures(torch.from_numpy(frames), offsets, meta["labels"], index, directory, [s.source for s in segments])
 
 
 def _build(index: Path, segments: list[Segment], frontend: LogMelConfig, directory: Path, log) -> None:
@@ -140,6 +141,30 @@ def _build(index: Path, segments: list[Segment], frontend: LogMelConfig, directo
     log(f"log-mel cache ready: {len(segments)} segments, {hours:.2f} h, {directory}")
 
 
+def is_speech(source: str) -> bool:
+    """Whether a corpus index row is speech, by its provenance id (see the pretrain builder)."""
+    return source.startswith("librispeech:")
+
+
+def resample_by_source(features: MelFeatures, speech_share: float) -> list[int]:
+    """Segment ids of one epoch: every segment once, or with `speech_share` in (0, 1) the non-speech
+    segments repeated (or, when speech is the minority, the speech ones) so that about that fraction
+    of the epoch's clips is speech. Deterministic, so an epoch's length and content are part of the run."""
+    ids = list(range(len(features)))
+    if not 0.0 <= speech_share < 1.0:
+        raise ValueError(f"data.speech_share must be in [0, 1), got {speech_share}")
+    if speech_share == 0.0 or features.sources is None:
+        return ids
+    speech = [i for i in ids if is_speech(features.sources[i])]
+    other = [i for i in ids if not is_speech(features.sources[i])]
+    if not speech or not other:
+        return ids
+    # repeat counts r_s, r_o >= 1 with r_s * n_s / (r_s * n_s + r_o * n_o) ~ speech_share
+    ratio = speech_share * len(other) / ((1.0 - speech_share) * len(speech))  # wanted r_s / r_o
+    r_s, r_o = (max(1, round(ratio)), 1) if ratio >= 1 else (1, max(1, round(1 / ratio)))
+    return speech * r_s + other * r_o
+
+
 # -- training batches ------------------------------------------------------------------------------
 class MelCrops:
     """Micro-batches of random `input_frames` crops with their masks (a `BatchSource`).
@@ -147,7 +172,14 @@ class MelCrops:
     A batch holds `mel [B, 1, n_mels, input_frames]` (normalised, float32), `ids_keep [B, K]` and
     `ids_mask [B, M]`; with noise, `online_mel` (the noisy version the online encoder sees); with
     labels, `labels [B, C]` (multi-hot) and `labelled [B]` (1 = has a label).
-    Segments shorter than a crop are padded with the corpus mean (0 after normalisation).
+    Segments shorter than a crop are padded with the corpus mean (0 after normalisation), or with
+    `pack_short` filled with crops of other segments (as language models pack documents): padding
+    lets the model spend capacity predicting constant pads from their position, and on the mini
+    corpus many non-speech recordings are shorter than a crop.
+    `speech_share` (0 = the corpus as it is) resamples each epoch so that this fraction of clips
+    comes from speech segments (index source `librispeech:...`), repeating the others as needed:
+    the general mini corpus is mostly TTS speech by count and by hours.
+    `mask_span` > 0 masks time spans (`masking.time_span_mask`) instead of random patches.
     """
 
     def __init__(
@@ -161,6 +193,11 @@ class MelCrops:
         noise: MelFeatures | None = None,
         eta: float = 0.0,
         label_names: list[str] | None = None,
+        *,
+        grid: tuple[int, int] | None = None,
+        mask_span: int = 0,
+        pack_short: bool = False,
+        speech_share: float = 0.0,
     ):
         self.features = features
         self.input_frames = input_frames
@@ -171,11 +208,17 @@ class MelCrops:
         self.noise = noise if eta > 0 else None
         self.eta = eta
         self.label_names = label_names
-        self.samples_per_epoch = len(features)
-        self._order = EpochOrder(len(features), seed)
+        self.grid = grid if grid is not None else (1, num_patches)
+        if self.grid[0] * self.grid[1] != num_patches:
+            raise ValueError(f"patch grid {self.grid} does not hold {num_patches} patches")
+        self.mask_span = mask_span
+        self.pack_short = pack_short
+        self.items = resample_by_source(features, speech_share)
+        self.samples_per_epoch = len(self.items)
+        self._order = EpochOrder(len(self.items), seed)
 
     def segment_ids(self, slot: Slot) -> list[int]:
-        return self._order.items(slot)
+        return [self.items[i] for i in self._order.items(slot)]
 
     def _crop(self, feats: MelFeatures, i: int, gen: torch.Generator, tile: bool = False) -> Tensor:
         w = self.input_frames
@@ -188,13 +231,21 @@ class MelCrops:
             return x.float().repeat(1, math.ceil(w / t))[:, :w]
         out = torch.full((x.shape[0], w), self.mean)
         out[:, :t] = x.float()
+        filled = t
+        while self.pack_short and filled < w:  # append crops of other random segments until full
+            j = self.items[int(torch.randint(0, len(self.items), (1,), generator=gen))]
+            y = feats.segment(j)
+            n = min(y.shape[1], w - filled)
+            start = int(torch.randint(0, y.shape[1] - n + 1, (1,), generator=gen))
+            out[:, filled : filled + n] = y[:, start : start + n].float()
+            filled += n
         return out
 
     def get(self, slot: Slot) -> dict[str, Tensor]:
         gen = slot.generator(self.seed)
         ids = self.segment_ids(slot)
         clean = torch.stack([self._crop(self.features, i, gen) for i in ids])  # [B, F, W] log-mel
-        mask = random_mask(len(ids), self.num_patches, self.mask_ratio, gen)
+        mask = make_mask(len(ids), self.grid, self.mask_ratio, self.mask_span, gen)
         batch = {"mel": self.normalise(clean), "ids_keep": mask.ids_keep, "ids_mask": mask.ids_mask}
         if self.noise is not None:
             picks = torch.randint(0, len(self.noise), (len(ids),), generator=gen).tolist()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["PatchMask", "num_visible", "random_mask", "gather_tokens", "merge_tokens"]
+__all__ = ["PatchMask", "num_visible", "random_mask", "time_span_mask", "make_mask", "gather_tokens", "merge_tokens"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,44 @@ def random_mask(batch_size: int, num_patches: int, ratio: float = 0.7, generator
     ids_keep, _ = order[:, :keep].sort(dim=1)
     ids_mask, _ = order[:, keep:].sort(dim=1)
     return PatchMask(ids_keep, ids_mask)
+
+
+def time_span_mask(batch_size: int, grid: tuple[int, int], ratio: float, span: int,
+                   generator: torch.Generator | None = None) -> PatchMask:
+    """M2D-S-style masking of whole time columns in contiguous spans of `span` patches.
+
+    With full-band patches (grid_f = 1) random single-patch masking leaves every masked frame next
+    to a visible one, so the predictor can interpolate its neighbours; masking runs of `span`
+    frames forces it to predict content it cannot see. Each sample cuts the time axis into blocks
+    of `span` columns at a random phase and masks the blocks of lowest noise until `ratio` of the
+    columns are masked (the last block may be cut short), across every frequency row, so all
+    samples mask the same number of patches. `span = 1` is random column masking.
+    """
+    gf, gt = grid
+    if span < 1:
+        raise ValueError(f"mask span must be >= 1 patch, got {span}")
+    keep_cols = num_visible(gt, ratio)
+    device = generator.device if generator is not None else torch.device("cpu")
+    phase = torch.randint(0, span, (batch_size, 1), generator=generator, device=device)
+    block = (torch.arange(gt, device=device)[None, :] + phase) // span  # [B, gt]
+    block_noise = torch.rand(batch_size, gt // span + 2, generator=generator, device=device)
+    # block noise decides; the column index breaks ties so a block is masked from one end
+    score = torch.gather(block_noise, 1, block) + torch.arange(gt, device=device)[None, :] * 1e-6
+    cols = score.argsort(dim=1)
+    keep_t, _ = cols[:, :keep_cols].sort(dim=1)
+    mask_t, _ = cols[:, keep_cols:].sort(dim=1)
+    rows = torch.arange(gf, device=device)[None, :, None] * gt  # [1, gf, 1]
+    ids_keep = (rows + keep_t[:, None, :]).flatten(1).sort(dim=1).values
+    ids_mask = (rows + mask_t[:, None, :]).flatten(1).sort(dim=1).values
+    return PatchMask(ids_keep, ids_mask)
+
+
+def make_mask(batch_size: int, grid: tuple[int, int], ratio: float, span: int = 0,
+              generator: torch.Generator | None = None) -> PatchMask:
+    """The training mask of a run: `random_mask` when `span` is 0 (the paper), else `time_span_mask`."""
+    if span <= 0:
+        return random_mask(batch_size, grid[0] * grid[1], ratio, generator)
+    return time_span_mask(batch_size, grid, ratio, span, generator)
 
 
 def gather_tokens(x: Tensor, ids: Tensor) -> Tensor:

@@ -27,7 +27,14 @@ from torch import Tensor, nn
 from .encoder import Block, EncoderConfig, M2DEncoder, sincos_pos_embed_2d
 from .masking import PatchMask, gather_tokens, merge_tokens
 
-__all__ = ["PredictorConfig", "PREDICTOR_PRESETS", "ema_rate", "m2d_loss", "Predictor", "M2D", "M2DOutput"]
+__all__ = ["PredictorConfig", "PREDICTOR_PRESETS", "TARGET_NORMS", "ema_rate", "normalise_targets", "m2d_loss",
+           "Predictor", "M2D", "M2DOutput"]
+
+# How targets are standardised before the cosine: `token` is the paper's (layer norm per token);
+# `clip` first standardises every feature over the masked tokens of each clip (data2vec's instance
+# norm), which removes what all tokens of a clip share, so that a predictor that ignores the audio
+# can no longer score well by outputting the common direction (see `upstreams.training.probe`).
+TARGET_NORMS = ("token", "clip")
 
 
 @dataclass(frozen=True)
@@ -66,13 +73,29 @@ def ema_rate(step: int, total_steps: int, start: float, end: float) -> float:
     return start + (end - start) * min(step, total_steps - 1) / (total_steps - 1)
 
 
-def m2d_loss(pred: Tensor, target: Tensor) -> Tensor:
+def normalise_targets(target: Tensor, mode: str = "token") -> Tensor:
+    """`[B, M, D]` target tokens -> the float32 targets the loss compares with (`TARGET_NORMS`).
+
+    `clip`: per clip and feature, (x - mean over the M tokens) / std over them, then the per-token
+    layer norm of `token`.
+    """
+    target = target.float()
+    if mode == "clip":
+        mean = target.mean(dim=1, keepdim=True)
+        std = target.var(dim=1, keepdim=True, unbiased=False).add(1e-6).sqrt()
+        target = (target - mean) / std
+    elif mode != "token":
+        raise ValueError(f"target normalisation must be one of {TARGET_NORMS}, got {mode!r}")
+    return F.layer_norm(target, target.shape[-1:], eps=1e-6)
+
+
+def m2d_loss(pred: Tensor, target: Tensor, standardise: str = "token") -> Tensor:
     """`pred`, `target` `[B, M, D]` -> scalar 2 - 2 cos, averaged over the B x M masked tokens.
 
-    The target is standardised per token first (layer norm without affine parameters); in float32
-    so that bf16 autocast does not blur the cosine.
+    The target is standardised first (`normalise_targets`); in float32 so that bf16 autocast does
+    not blur the cosine.
     """
-    target = F.layer_norm(target.float(), target.shape[-1:], eps=1e-6)
+    target = normalise_targets(target, standardise)
     cos = (F.normalize(pred.float(), dim=-1) * F.normalize(target, dim=-1)).sum(-1)
     return (2.0 - 2.0 * cos).mean()
 
@@ -132,6 +155,7 @@ class M2D(nn.Module):
         self.predictor = Predictor(encoder, predictor)
         # EMA updates applied so far: saved with the weights, so a resumed run continues the schedule
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+        self.target_standardise = "token"  # a training setting (TARGET_NORMS), set by the recipe from its config
 
     # -- the three paths ---------------------------------------------------------------------------
     def forward_online(self, tokens: Tensor, mask: PatchMask) -> Tensor:
@@ -154,7 +178,7 @@ class M2D(nn.Module):
         latent = self.forward_online(online, mask)
         predicted = self.predictor(latent, mask)
         target = self.forward_target(clean.detach(), mask)
-        loss = m2d_loss(gather_tokens(predicted, mask.ids_mask), target)
+        loss = m2d_loss(gather_tokens(predicted, mask.ids_mask), target, self.target_standardise)
         return M2DOutput(loss, latent, predicted, target)
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:

@@ -49,7 +49,7 @@ from ..training.run import Method, require_index
 from .data import MelCrops, MelFeatures, load_features
 from .encoder import ENCODER_PRESETS, EncoderConfig
 from .m2dx import M2DX
-from .model import M2D, PREDICTOR_PRESETS, PredictorConfig, ema_rate
+from .model import M2D, PREDICTOR_PRESETS, TARGET_NORMS, PredictorConfig, ema_rate
 from .probe import M2DProbe
 
 __all__ = ["DataConfig", "M2DConfig", "OfflineConfig", "NoiseConfig", "M2DXConfig", "M2D_PRESETS", "M2DX_PRESETS",
@@ -64,8 +64,12 @@ class DataConfig:
     cache_dir: str = ""  # log-mel cache; "" = <data root>/_features
     norm_stats: tuple[float, ...] = ()  # (mean, std); () = from the --init checkpoint, else from the corpus
     norm_stats_segments: int = 2000  # segments sampled to compute the statistics
+    speech_share: float = 0.0  # fraction of speech clips per epoch (resampling by index source); 0 = as built
+    pack_short: bool = False  # fill crops of short segments with other segments instead of padding
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.speech_share < 1.0:
+            raise ConfigError(f"data.speech_share must be in [0, 1) (0 = the corpus as built), got {self.speech_share}")
         if len(self.norm_stats) not in (0, 2) or (self.norm_stats and self.norm_stats[1] <= 0):
             raise ConfigError(f"data.norm_stats must be empty or [mean, std>0], got {list(self.norm_stats)}")
 
@@ -81,8 +85,14 @@ class M2DConfig:
     ema_start: float = 0.99995
     ema_end: float = 0.99999
     init: str = ""  # start from these weights: a checkpoint of this suite or an official nttcslab M2D one
+    target_standardise: str = "token"  # token (the paper) | clip (data2vec-style per-clip standardisation first)
+    mask_span: int = 0  # 0 = random patches (the paper); k > 0 = time spans of k patch columns (M2D-S style)
 
     def __post_init__(self) -> None:
+        if self.target_standardise not in TARGET_NORMS:
+            raise ConfigError(f"target_standardise must be one of {', '.join(TARGET_NORMS)}, got {self.target_standardise!r}")
+        if self.mask_span < 0:
+            raise ConfigError(f"mask_span must be >= 0 (0 = random patch masking), got {self.mask_span}")
         if not 0.0 < self.mask_ratio < 1.0:
             raise ConfigError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
         for name in ("ema_start", "ema_end"):
@@ -237,6 +247,7 @@ def initial_m2d_model(cfg: M2DConfig, init: InitWeights | None = None, log=print
                      (off.m2d_weight, off.distill_weight, off.supervised_weight), off.supervised_loss)
     else:
         model = M2D(cfg.encoder, cfg.predictor)
+    model.target_standardise = cfg.target_standardise
     if init is not None:
         _apply_init(model, init, log)
     return model
@@ -326,11 +337,18 @@ def _probe(cfg: M2DConfig, model: M2D, data: MelCrops, env: DistEnv, log) -> M2D
     return M2DProbe(cfg, model, data, log) if cfg.train.probe_every > 0 and env.is_main else None
 
 
+def _crop_options(cfg: M2DConfig) -> dict:
+    """MelCrops settings beyond the paper's: masking geometry, short-clip packing, corpus mix."""
+    return {"grid": cfg.encoder.grid, "mask_span": cfg.mask_span, "pack_short": cfg.data.pack_short,
+            "speech_share": cfg.data.speech_share}
+
+
 def build_m2d(cfg: M2DConfig, env: DistEnv, device: torch.device, log=print) -> Recipe:
     cfg, init, feats = _resolve_common(cfg, env, log)
     model = initial_m2d_model(cfg, init, log)
     gf, gt = cfg.encoder.grid
-    data = MelCrops(feats, cfg.encoder.input_frames, cfg.data.norm_stats, gf * gt, cfg.mask_ratio, cfg.train.seed)
+    data = MelCrops(feats, cfg.encoder.input_frames, cfg.data.norm_stats, gf * gt, cfg.mask_ratio, cfg.train.seed,
+                    **_crop_options(cfg))
     return Recipe("m2d", cfg, model, data, _export(cfg), _ema_step(cfg), probe=_probe(cfg, model, data, env, log))
 
 
@@ -373,7 +391,7 @@ def build_m2dx(cfg: M2DXConfig, env: DistEnv, device: torch.device, log=print) -
     model = initial_m2d_model(cfg, init, log, teacher=teacher, teacher_input=teacher_input, num_classes=len(labels or []))
     gf, gt = cfg.encoder.grid
     data = MelCrops(feats, cfg.encoder.input_frames, cfg.data.norm_stats, gf * gt, cfg.mask_ratio, cfg.train.seed,
-                    noise=noise, eta=cfg.noise.eta, label_names=labels)
+                    noise=noise, eta=cfg.noise.eta, label_names=labels, **_crop_options(cfg))
     extra = {"label_names": labels} if labels else {}
     return Recipe("m2dx", cfg, model, data, _export(cfg, extra), _ema_step(cfg), probe=_probe(cfg, model, data, env, log))
 

@@ -47,8 +47,8 @@ from ..training.loop import seed_for
 from ..training.probe import constant_floor, knn_accuracy, neighbour_floor, position_floor, rankme
 from .data import MelCrops, mix_in_power
 from .encoder import M2DEncoder
-from .masking import PatchMask, random_mask
-from .model import M2D
+from .masking import PatchMask, make_mask
+from .model import M2D, normalise_targets
 
 __all__ = ["PROBE_CLIPS", "PROBE_PER_CLASS", "PROBE_TOKENS", "PROBE_CHUNK", "M2DProbe"]
 
@@ -84,7 +84,7 @@ class M2DProbe:
         feats = data.features
         ids = torch.randperm(len(feats), generator=gen)[: min(clips, len(feats))].tolist()
         clean = torch.stack([_centre(feats.segment(i), self.width, data.mean)[0] for i in ids])
-        mask = random_mask(len(ids), self.num_patches, cfg.mask_ratio, gen)
+        mask = make_mask(len(ids), self.grid, cfg.mask_ratio, cfg.mask_span, gen)
         self.batch = {"mel": data.normalise(clean), "ids_keep": mask.ids_keep, "ids_mask": mask.ids_mask}
         if data.noise is not None:
             picks = torch.randint(0, len(data.noise), (len(ids),), generator=gen).tolist()
@@ -178,12 +178,15 @@ class M2DProbe:
                 x = x.float().cpu()
                 clip_feats[key].append(x.mean(1))
                 token_feats[key].append(x.reshape(-1, x.shape[-1])[rows])
-        target = torch.cat(targets)
+        # the floors are computed on the targets exactly as the loss standardises them
+        mode = getattr(model, "target_standardise", "token")
+        target = normalise_targets(torch.cat(targets), mode)
+        source = normalise_targets(torch.cat(sources), mode)
         ids_keep, ids_mask = self.batch["ids_keep"], self.batch["ids_mask"]
         floors = {
             "probe/floor_constant": constant_floor(target),
             "probe/floor_position": position_floor(target, ids_mask, length),
-            "probe/floor_neighbour": neighbour_floor(target, torch.cat(sources), ids_keep, ids_mask, self.grid),
+            "probe/floor_neighbour": neighbour_floor(target, source, ids_keep, ids_mask, self.grid),
         }
         loss = loss_sum / n
         out = {"probe/loss": loss, **floors, "probe/floor_margin": min(floors.values()) - loss}
