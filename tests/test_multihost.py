@@ -138,11 +138,11 @@ def test_another_hosts_build_in_progress_is_never_removed(tmp_path, monkeypatch)
     _rebuild(dest)  # this host builds the same entry: cleans up before, commits after
     EmbeddingCache(tmp_path / "cache").clear()  # and clears interrupted builds
     assert (tmp_b / "half.bin").read_bytes() == b"x" * 1000 and (dest / "done.txt").exists()
-    # with a 2 s silence rule: host-b's dead build goes, a running one's heartbeat keeps its build
-    monkeypatch.setenv("BENCH_STALE_SECONDS", "2")
-    live, tmp_live = _leave_build(dest, "live", host="host-c", BENCH_STALE_SECONDS="2")
+    # with a 3 s silence rule: host-b's dead build goes, a running one's heartbeat keeps its build
+    monkeypatch.setenv("BENCH_STALE_SECONDS", "3")
+    live, tmp_live = _leave_build(dest, "live", host="host-c", BENCH_STALE_SECONDS="3")
     try:
-        time.sleep(3.5)
+        time.sleep(4.5)
         _rebuild(dest)
         assert not tmp_b.exists()
         assert (tmp_live / "half.bin").exists() and temp_owner_alive(tmp_live)
