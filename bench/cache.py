@@ -12,6 +12,10 @@ layers, learning rates and folds all share one entry.
 
 Entries are built in a temporary directory and renamed into place with a `DONE` marker, so an
 interrupted extraction never leaves a corrupt entry; features are float16 and memory-mapped.
+The cache may be shared by processes on several hosts (NFS, cluster scratch): each entry is extracted
+under its own lock (`upstreams.locks`, `<root>/<key[:2]>/.<key>.lock`), so a second process asking
+for an entry being extracted waits and then reuses it, and leftovers of a dead extraction are removed
+only when their owner is provably gone (`upstreams.ownership`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +34,13 @@ import numpy as np
 import platformdirs
 
 from upstreams.fileio import atomic_directory, atomic_write_json, temp_owner_alive
+from upstreams.locks import exclusive
 
 __all__ = ["cache_root", "code_fingerprint", "CacheEntry", "EmbeddingCache"]
+
+
+def _stderr(message: str) -> None:
+    print(f"[cache] {message}", file=sys.stderr, flush=True)
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -109,6 +119,9 @@ class EmbeddingCache:
     def entry_dir(self, key: str) -> Path:
         return self.root / key[:2] / key
 
+    def lock_path(self, key: str) -> Path:
+        return self.root / key[:2] / f".{key}.lock"
+
     def lookup(self, material: dict) -> CacheEntry | None:
         d = self.entry_dir(self.key(material))
         if (d / "DONE").exists():
@@ -116,9 +129,14 @@ class EmbeddingCache:
         return None
 
     def get_or_create(
-        self, material: dict, build: Callable[[Path], dict], example_keys: Sequence[str]
+        self, material: dict, build: Callable[[Path], dict], example_keys: Sequence[str],
+        log: Callable[[str], None] | None = None,
     ) -> CacheEntry:
-        """Return the entry for `material`, calling `build(tmpdir) -> shape meta` only on a miss."""
+        """Return the entry for `material`, calling `build(tmpdir) -> shape meta` only on a miss.
+
+        A miss takes the entry's lock first: of several processes (on any hosts) that miss the same
+        entry, one builds it and the others wait, then return it as a hit. `log` (default: stderr, as
+        stdout may carry a JSON record) hears whom a waiting process waits for."""
         material = {**material, "code": code_fingerprint(),
                     "examples_sha256": hashlib.sha256("\n".join(example_keys).encode()).hexdigest()}
         hit = self.lookup(material)
@@ -126,16 +144,28 @@ class EmbeddingCache:
             os.utime(hit.path / "DONE")  # last use, for `bench cache info`
             return hit
         key = self.key(material)
-        dest = self.entry_dir(key)
+        upstream = material.get("upstream")
+        name = upstream.get("name") if isinstance(upstream, dict) else upstream
+        what = f"the embeddings of {name} on {material.get('task')} (cache entry {key[:16]})"
+        with exclusive(self.lock_path(key), what, log or _stderr):
+            hit = self.lookup(material)  # finished by the process we waited for
+            if hit is not None:
+                return hit
+            self._build(key, material, build, example_keys)
+        dest = self.entry_dir(key)  # this build, or an identical one another host committed first
+        return CacheEntry(dest, json.loads((dest / "meta.json").read_text()), hit=False)
+
+    def _build(self, key: str, material: dict, build: Callable[[Path], dict], example_keys: Sequence[str]) -> None:
         t0 = time.perf_counter()
-        with atomic_directory(dest) as tmp:
+        # keep_existing: where locks do not reach across hosts (NFS mounted with local locks), another
+        # host may commit the same entry first; then its entry stays and this build is dropped.
+        with atomic_directory(self.entry_dir(key), keep_existing=lambda d: (d / "DONE").exists()) as tmp:
             shape = build(tmp)
             meta = {**shape, "key": key, "material": material, "build_seconds": round(time.perf_counter() - t0, 2),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
             atomic_write_json(tmp / "meta.json", meta)
             (tmp / "keys.txt").write_text("\n".join(example_keys) + "\n")
             (tmp / "DONE").write_text("")
-        return CacheEntry(dest, meta, hit=False)
 
     def entries(self) -> list[dict]:
         out = []

@@ -19,7 +19,9 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
+
+from .ownership import Heartbeat, current_owner, owner_gone
 
 __all__ = [
     "atomic_write_bytes",
@@ -157,40 +159,46 @@ def writable_problem(path: str | os.PathLike, kind: str = "dir") -> str | None:
 
 
 def temp_owner_alive(tmp: Path) -> bool:
-    """Whether the process that created temp dir `.<name>.tmp-<pid>-...` is still running."""
+    """Whether the owner of temp dir `.<name>.tmp-<owner tag>-...` may still be working on it.
+
+    False only when `ownership.owner_gone` proves it gone (a dead PID of this host and boot, a rebooted
+    host, or another host silent for `$BENCH_STALE_SECONDS`), so a build in progress on another host
+    sharing the filesystem is never removed."""
     try:
-        pid = int(tmp.name.rsplit(".tmp-", 1)[1].split("-")[0])
-    except (IndexError, ValueError):
+        tag = tmp.name.rsplit(".tmp-", 1)[1]
+        touched = tmp.stat().st_mtime
+    except (IndexError, FileNotFoundError):
         return False
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return owner_gone(tag, touched) is None
 
 
 @contextlib.contextmanager
-def atomic_directory(dest: str | os.PathLike) -> Iterator[Path]:
+def atomic_directory(dest: str | os.PathLike,
+                     keep_existing: Callable[[Path], bool] | None = None) -> Iterator[Path]:
     """Yield an empty temporary directory that replaces `dest` only if the block succeeds.
 
-    An interrupted build leaves a `.<name>.tmp-*` directory behind (removed on the next attempt),
-    never a half-written `dest` that looks complete.
+    An interrupted build leaves a `.<name>.tmp-<owner>-*` directory behind, never a half-written `dest`
+    that looks complete; the next attempt removes it once its owner is provably gone
+    (`temp_owner_alive`), and the owner's heartbeat keeps it from looking abandoned meanwhile.
+    `keep_existing(dest)`: when it says a `dest` that appeared meanwhile (another process or host
+    finished first) is complete, that one is kept and this build discarded, so readers of a finished
+    directory never see it swapped.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     for stale in dest.parent.glob(f".{dest.name}.tmp-*"):
-        if not temp_owner_alive(stale):  # another live process may be building the same thing
+        if not temp_owner_alive(stale):
             shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-{os.getpid()}-", dir=dest.parent))
+    tag = current_owner().tag
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-{tag}-", dir=dest.parent))
     _default_mode(tmp, 0o777)
     try:
-        yield tmp
+        with Heartbeat(tmp):
+            yield tmp
+        if dest.exists() and keep_existing is not None and keep_existing(dest):
+            return
         if dest.exists():
-            old = dest.with_name(f".{dest.name}.tmp-{os.getpid()}-old")
+            old = dest.with_name(f".{dest.name}.tmp-{tag}-old")
             os.replace(dest, old)
             os.replace(tmp, dest)
             shutil.rmtree(old, ignore_errors=True)

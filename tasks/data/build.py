@@ -6,6 +6,9 @@ dataset whose `MANIFEST.json` records the same builder version, profile and seed
 The manifest is deterministic (no timestamps): the same profile and seed give the same
 manifest hash, which the embedding cache and every result record use as the dataset identity.
 Timings and sizes, which vary, go to `BUILD_INFO.json` beside it.
+Each dataset is built under a lock in its profile folder (`<root>/<profile>/.<name>.lock`,
+`upstreams.locks`): processes or hosts sharing a data root build it once, the others wait and then
+find it up to date.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from upstreams.fileio import atomic_directory, atomic_write_json, sha256_bytes, sha256_file
+from upstreams.locks import exclusive
 
 from .debian import DebianSources
 from .paths import data_root, profile_root, sources_cache
@@ -205,41 +209,50 @@ def build(
         dest = proot / name
         if not force and _is_current(dest, builder, profile, seed):
             log(f"[data] {name}: up to date ({dest})")
-            done[name] = dest
-            continue
-        log(f"[data] {name}: building ({profile}, seed {seed}) -> {dest}")
-        t0 = time.perf_counter()
-        with atomic_directory(dest) as tmp:
-            ctx = BuildContext(
-                name=name,
-                profile=profile,
-                seed=seed,
-                out=tmp,
-                root=proot,
-                sources=DebianSources(sources_cache(root)),
-                workers=workers,
-            )
-            builder.build(ctx)
-            files = _file_hashes(tmp)
-            manifest = {
-                "dataset": name,
-                "builder_version": builder.version,
-                "profile": profile,
-                "seed": seed,
-                "summary": ctx.summary,
-                **({"requires": _requires_hashes(proot, builder)} if builder.requires else {}),
-                **ctx.sources.provenance(),
-                "files": files,
-            }
-            atomic_write_json(tmp / "MANIFEST.json", manifest)
-            size = sum((tmp / f).stat().st_size for f in files)
-            atomic_write_json(
-                tmp / BUILD_INFO,
-                {"build_seconds": round(time.perf_counter() - t0, 2), "bytes": size, "workers": workers},
-            )
-        log(f"[data] {name}: done in {time.perf_counter() - t0:.1f} s, {size / 1e6:.1f} MB, {len(files)} files")
+        else:
+            with exclusive(proot / f".{name}.lock", f"the {profile} build of {name}", log) as waited:
+                if waited and _is_current(dest, builder, profile, seed):  # built by the process we waited for
+                    log(f"[data] {name}: built by another process ({dest})")
+                else:
+                    _build_one(builder, profile, seed, proot, root, workers, log)
         done[name] = dest
     return done
+
+
+def _build_one(builder: DatasetBuilder, profile: str, seed: int, proot: Path, root: Path | None, workers: int,
+               log: Callable[[str], None]) -> None:
+    name, dest = builder.name, proot / builder.name
+    log(f"[data] {name}: building ({profile}, seed {seed}) -> {dest}")
+    t0 = time.perf_counter()
+    with atomic_directory(dest) as tmp:
+        ctx = BuildContext(
+            name=name,
+            profile=profile,
+            seed=seed,
+            out=tmp,
+            root=proot,
+            sources=DebianSources(sources_cache(root)),
+            workers=workers,
+        )
+        builder.build(ctx)
+        files = _file_hashes(tmp)
+        manifest = {
+            "dataset": name,
+            "builder_version": builder.version,
+            "profile": profile,
+            "seed": seed,
+            "summary": ctx.summary,
+            **({"requires": _requires_hashes(proot, builder)} if builder.requires else {}),
+            **ctx.sources.provenance(),
+            "files": files,
+        }
+        atomic_write_json(tmp / "MANIFEST.json", manifest)
+        size = sum((tmp / f).stat().st_size for f in files)
+        atomic_write_json(
+            tmp / BUILD_INFO,
+            {"build_seconds": round(time.perf_counter() - t0, 2), "bytes": size, "workers": workers},
+        )
+    log(f"[data] {name}: done in {time.perf_counter() - t0:.1f} s, {size / 1e6:.1f} MB, {len(files)} files")
 
 
 def info(profile: str | None = None, root: Path | None = None) -> list[dict]:
