@@ -70,7 +70,15 @@ def _name(row: str, seed: int) -> str:
     return row if seed == 0 else f"{row}-seed{seed}"
 
 
+def tasks_of(row: str) -> tuple[str, ...]:
+    """Clip tasks for every row; QbE (subsequence DTW, no training) too for rows with frames fine enough for speech."""
+    return TASKS + (("qbe",) if geometry(row).endswith("x4") or geometry(row).endswith("x2") else ())
+
+
 def eval_cmd(upstream: list[str], task: str, tag: str, data_root: str) -> list[str]:
+    if task == "qbe":
+        return ["bench", "run", *upstream, "--task", "qbe", "--protocol", "dtw", "--profile", "mini", "--data-root",
+                data_root, "--results", str(OUT / "records" / tag), "--cache-root", ".cache/embed-study", "--no-progress"]
     return ["bench", "run", *upstream, "--task", task, "--protocol", "linear", "--seeds", "0", "1", "2",
             "--profile", "mini", "--data-root", data_root, "--results", str(OUT / "records" / tag),
             "--cache-root", ".cache/embed-study", "--no-progress"]
@@ -105,7 +113,7 @@ def run_row(row: str, steps: int, seed: int, data_root: str, twin: bool = True) 
                     (twin_tag(row, seed), ["--upstream", "random", "-o", f"like={ckpt}"])):
         if tag.startswith("twin-") and not twin:
             continue
-        for task in TASKS:
+        for task in tasks_of(row):
             if _record(tag, task) is None:
                 wall[f"eval/{tag}/{task}"] = _run(eval_cmd(up, task, tag, data_root), OUT / "logs" / f"{tag}.log")
                 times.write_text(json.dumps(wall, indent=1))

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from ..fileio import atomic_directory
+from ..locks import exclusive
 from ..frontend import LogMel, LogMelConfig, log_mel
 from ..training.corpus import Segment, read_index, read_segment, split_labels
 from ..training.loop import EpochOrder, Slot
@@ -112,7 +113,11 @@ def load_features(
     segments = read_index(index)
     directory = Path(cache_dir).expanduser() / f"{index.parent.name}-{_cache_key(index, segments, frontend)}"
     if not (directory / "meta.json").exists():
-        _build(index, segments, frontend, directory, log)
+        # one builder per cache across processes and hosts (two runs started together would each
+        # spend minutes building the same frames); the others wait, then memory-map its result
+        with exclusive(directory.parent / f".{directory.name}.lock", f"the log-mel cache {directory.name}", log):
+            if not (directory / "meta.json").exists():
+                _build(index, segments, frontend, directory, log)
     meta = json.loads((directory / "meta.json").read_text())
     offsets = meta["offsets"]
     frames = np.memmap(directory / "frames.f16", dtype=np.float16, mode="c", shape=(offsets[-1], meta["n_mels"]))
