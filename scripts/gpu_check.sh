@@ -19,12 +19,7 @@ if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
   bash -n "$SELF"
   bash -n scripts/gpu_wheelhouse.sh
   timeout 60 "$PY" benchmarks/gpu_pretrain_step.py --cpu-smoke >/dev/null
-  timeout 60 "$PY" - <<'PY'
-import torch
-from tasks.qbe.dtw import qbe_scores
-q = [torch.randn(8, 16) for _ in range(2)]; d = [torch.randn(30, 16) for _ in range(3)]
-assert qbe_scores(q, d).shape == (2, 3)
-PY
+  timeout 60 "$PY" benchmarks/qbe_dtw.py --synthetic --size tiny --device cpu >/dev/null
   timeout 90 "$PY" -m pytest -m cuda -q -p no:cacheprovider tests/test_cuda.py >/dev/null
   echo "gpu_check: CPU self-check passed"
   exit 0
@@ -81,33 +76,8 @@ section "2. M2D pretraining step (bf16 autocast, fused AdamW, SDPA)"
 run_step pretrain-step 150 "$PY" benchmarks/gpu_pretrain_step.py --configs mini base --json "$LOG/step.json"
 
 # -- 3. QbE DTW ----------------------------------------------------------------------------------------
-section "3. QbE DTW: CUDA vs CPU"
-cat > "$LOG/qbe.py" <<'PY'
-import time, torch
-from tasks.qbe.dtw import qbe_scores
-g = torch.Generator().manual_seed(0)
-queries = [torch.randn(int(n), 768, generator=g) for n in torch.randint(40, 80, (30,), generator=g)]
-docs = [torch.randn(int(n), 768, generator=g) for n in torch.randint(200, 400, (60,), generator=g)]
-t0 = time.perf_counter(); cpu = qbe_scores(queries, docs); t_cpu = time.perf_counter() - t0
-print(f"CPU qbe_scores {len(queries)}x{len(docs)} pairs: {t_cpu:.3f} s")
-try:
-    qbe_scores([q.cuda() for q in queries[:2]], [d.cuda() for d in docs[:2]])
-    torch.cuda.synchronize(); t0 = time.perf_counter()
-    gpu = qbe_scores([q.cuda() for q in queries], [d.cuda() for d in docs]); torch.cuda.synchronize()
-    t_gpu = time.perf_counter() - t0
-    print(f"CUDA qbe_scores: {t_gpu:.3f} s; max |diff| vs CPU {float((gpu.cpu() - cpu).abs().max()):.2e}; speed-up {t_cpu / t_gpu:.1f}x")
-except Exception as err:
-    print(f"CUDA qbe_scores not supported (DTW buffers live on the CPU): {type(err).__name__}: {str(err).splitlines()[0][:150]}")
-    # the CUDA-capable part: the frame-similarity GEMMs the DTW consumes
-    qa, da = torch.cat(queries), torch.cat(docs)
-    qa, da = qa / qa.norm(dim=1, keepdim=True), da / da.norm(dim=1, keepdim=True)
-    t0 = time.perf_counter(); s_cpu = qa @ da.T; t_c = time.perf_counter() - t0
-    qg, dg = qa.cuda(), da.cuda(); qg @ dg.T; torch.cuda.synchronize()
-    t0 = time.perf_counter(); s_gpu = qg @ dg.T; torch.cuda.synchronize(); t_g = time.perf_counter() - t0
-    print(f"similarity GEMM {tuple(s_cpu.shape)}: CPU {t_c * 1e3:.1f} ms, CUDA {t_g * 1e3:.2f} ms, "
-          f"max |diff| {float((s_gpu.cpu() - s_cpu).abs().max()):.2e}")
-PY
-run_step qbe-dtw 120 "$PY" "$LOG/qbe.py"
+section "3. QbE DTW: CUDA vs CPU (GEMM, min-max and the DTW recursion, same features)"
+run_step qbe-dtw 120 "$PY" benchmarks/qbe_dtw.py --synthetic --size gpu --device cuda --repeats 2
 
 # -- 4. short pretraining run ------------------------------------------------------------------------
 section "4. bench pretrain m2d --config mini, 50 steps on CUDA"
