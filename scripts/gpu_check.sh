@@ -26,6 +26,10 @@ if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
   timeout 60 "$PY" benchmarks/gpu_pretrain_step.py --cpu-smoke >/dev/null
   timeout 60 "$PY" benchmarks/qbe_dtw.py --synthetic --size tiny --device cpu >/dev/null
   timeout 90 "$PY" -m pytest -m cuda -q -p no:cacheprovider tests/test_cuda.py >/dev/null
+  if [ -d "${GPU_CORPUS:-gpu_corpus}" ]; then  # what step 4 would read: manifests and front end
+    timeout 30 "$PY" -c "import sys; from upstreams.m2d.pretrain import M2D_PRESETS; from upstreams.m2d.prebuilt import open_prebuilt
+for d in sys.argv[1:]: open_prebuilt(d, M2D_PRESETS['mini'].frontend)" "${GPU_CORPUS:-gpu_corpus}"/*/
+  fi
   echo "gpu_check: CPU self-check passed"
   exit 0
 fi
