@@ -45,8 +45,8 @@ i needs only row i - 1, so each row is one vectorised update over every query x 
 of a block; no anti-diagonal wavefront is needed). Off the CPU there are no worker threads (one
 stream) and blocks are larger (`_DEVICE_BLOCK_ROWS` x `_DEVICE_CHUNK_COLUMNS`: a 512 MiB float32
 similarity block), because kernel launches, not arithmetic, dominate small blocks. The same plan
-runs on the CPU when asked for (`threads=1` and those sizes), which is how the tests check it
-without a GPU. Scores equal the CPU path's to float rounding (GEMM and reduction order), unless
+runs on the CPU too (`_match_scores(..., balance=False)` with those sizes), which is how the tests
+and `benchmarks/qbe_dtw.py --device cpu` check it without a GPU. Devices need float64 (CPU, CUDA). Scores equal the CPU path's to float rounding (GEMM and reduction order), unless
 the process lets float32 matmuls use TF32 (`torch.backends.cuda.matmul`), which this module
 leaves as it finds it.
 """
