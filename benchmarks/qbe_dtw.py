@@ -70,12 +70,12 @@ def synthetic_features(
     protos = torch.randn(48, dim, generator=g) + 0.5
 
     def utterance(frames: int) -> torch.Tensor:
-        labels, total = [], 0
-        while total < frames:
-            dur = int(torch.randint(2, 9, (1,), generator=g))
-            labels += [int(torch.randint(0, len(protos), (1,), generator=g))] * dur
-            total += dur
-        return protos[torch.tensor(labels[:frames])] + 0.6 * torch.randn(frames, dim, generator=g)
+        # drawn in one go (a per-phone Python loop took most of a 25k-pair run's set-up)
+        phones = frames // 2 + 1  # phones last >= 2 frames, so this many always cover `frames`
+        durations = torch.randint(2, 9, (phones,), generator=g)
+        labels = torch.randint(0, len(protos), (phones,), generator=g)
+        ids = torch.repeat_interleave(labels, durations)[:frames]
+        return protos[ids] + 0.6 * torch.randn(frames, dim, generator=g)
 
     def jitter(nominal: int) -> int:
         return max(1, int(nominal * (0.75 + 0.5 * float(torch.rand(1, generator=g)))))
