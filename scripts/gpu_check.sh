@@ -23,6 +23,7 @@ if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
   set -e
   bash -n "$SELF"
   bash -n scripts/gpu_wheelhouse.sh
+  bash -n scripts/gpu_corpus.sh
   timeout 60 "$PY" benchmarks/gpu_pretrain_step.py --cpu-smoke >/dev/null
   timeout 60 "$PY" benchmarks/qbe_dtw.py --synthetic --size tiny --device cpu >/dev/null
   timeout 90 "$PY" -m pytest -m cuda -q -p no:cacheprovider tests/test_cuda.py >/dev/null
@@ -105,14 +106,14 @@ if [ -f "$CORPUS/train/SHA256SUMS" ]; then
   data=(--set "data.features=$CORPUS/train")
   if [ -f "$CORPUS/probe/SHA256SUMS" ]; then
     data+=(--set "data.probe_features=$CORPUS/probe")
-    echo "corpus: carried $CORPUS/train and $CORPUS/probe (scripts/gpu_corpus.sh)" >> "$REPORT"
+    echo "gpu_check: step 4 corpus: carried $CORPUS/train and $CORPUS/probe (scripts/gpu_corpus.sh)" | tee -a "$REPORT"
   else
-    echo "corpus: carried $CORPUS/train; no $CORPUS/probe, so the probe logs RankMe and floors without kNN" >> "$REPORT"
+    echo "gpu_check: step 4 corpus: carried $CORPUS/train; no $CORPUS/probe, so the probe logs RankMe and floors without kNN" | tee -a "$REPORT"
   fi
 else
   INDEX=$("$PY" -c "from upstreams.training.corpus import default_index; print(default_index('general', 'mini'))" 2>/dev/null)
   if [ -n "$INDEX" ] && [ -f "$INDEX" ]; then
-    echo "corpus: no carried $CORPUS/; the built mini corpus $INDEX" >> "$REPORT"
+    echo "gpu_check: step 4 corpus: no carried $CORPUS/; the built mini corpus $INDEX" | tee -a "$REPORT"
   else
     msg="skipped: no carried corpus ($CORPUS/train/SHA256SUMS absent: run scripts/gpu_corpus.sh where the data is built and carry $CORPUS) and no mini corpus at ${INDEX:-?}"
     echo "gpu_check: pretrain-50 $msg"; echo "$msg" >> "$REPORT"
