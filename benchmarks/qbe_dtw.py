@@ -9,11 +9,15 @@ query-document pair against the bound set by the distance matmul alone.
     python benchmarks/qbe_dtw.py --synthetic                 # 60-frame queries, 300-frame docs, 768 dims
     python benchmarks/qbe_dtw.py --synthetic --size tiny     # seconds; what the test runs
     python benchmarks/qbe_dtw.py --features feats.pt         # {"queries": [T x D], "docs": [T x D]}
+    python benchmarks/qbe_dtw.py --synthetic --size gpu --device cuda   # full DTW on CUDA vs our CPU path
+    python benchmarks/qbe_dtw.py --synthetic --size tiny --device cpu   # the same comparison as a CPU smoke test
 
 By default the features are one layer of a frozen upstream on the built mini-benchmark's QUESST
 set (`--profile`, `--data-root`) or a real QUESST 2014 (`--dataset`), taken from the same
 embedding cache `bench run --task qbe` uses (extracted on first use). `compare(queries, docs)` is
-the entry point; everything else here only feeds it.
+the entry point against s3prl; `compare_devices(queries, docs, device)` times the whole pipeline
+(GEMM, min-max, DTW recursion) on `device` against our threaded CPU path on the same features
+(with `--device cpu` the device plan runs on the CPU: a smoke test of the code a GPU runs).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ SIZES = {
     "tiny": (4, 6, 12, 40, 32),
     "small": (8, 40, 60, 300, 768),
     "base": (16, 120, 60, 300, 768),
+    "gpu": (64, 400, 60, 300, 768),  # 25k pairs: seconds on a GPU, tens of seconds on 16 CPU cores
 }
 
 
@@ -65,12 +70,12 @@ def synthetic_features(
     protos = torch.randn(48, dim, generator=g) + 0.5
 
     def utterance(frames: int) -> torch.Tensor:
-        labels, total = [], 0
-        while total < frames:
-            dur = int(torch.randint(2, 9, (1,), generator=g))
-            labels += [int(torch.randint(0, len(protos), (1,), generator=g))] * dur
-            total += dur
-        return protos[torch.tensor(labels[:frames])] + 0.6 * torch.randn(frames, dim, generator=g)
+        # drawn in one go (a per-phone Python loop took most of a 25k-pair run's set-up)
+        phones = frames // 2 + 1  # phones last >= 2 frames, so this many always cover `frames`
+        durations = torch.randint(2, 9, (phones,), generator=g)
+        labels = torch.randint(0, len(protos), (phones,), generator=g)
+        ids = torch.repeat_interleave(labels, durations)[:frames]
+        return protos[ids] + 0.6 * torch.randn(frames, dim, generator=g)
 
     def jitter(nominal: int) -> int:
         return max(1, int(nominal * (0.75 + 0.5 * float(torch.rand(1, generator=g)))))
@@ -228,6 +233,83 @@ def compare(
     return report
 
 
+def compare_devices(
+    queries: Sequence[torch.Tensor],
+    docs: Sequence[torch.Tensor],
+    device: str,
+    *,
+    threads: int | None = None,
+    repeats: int = 1,
+) -> dict:
+    """Time `raw_match_scores` + `znormalize` on `device` against our CPU path on the same features.
+
+    The device side starts from features already on the device (as `bench run` would hold them
+    after a CUDA extraction) and ends with the `(Q, D)` scores back on the CPU, so its time is
+    the whole DTW including the final copy. Each side keeps its fastest of `repeats` runs, after
+    one warm-up on the device (CUDA context, kernels, allocator). `device="cpu"` runs the
+    accelerator plan (one stream, large blocks) on the CPU.
+    """
+    from tasks.qbe import dtw as qdtw
+
+    queries = [q.detach().float().cpu() for q in queries]
+    docs = [d.detach().float().cpu() for d in docs]
+    dev = torch.device(device)
+    threads = threads or torch.get_num_threads()
+    n_pairs = sum(q.shape[0] >= MIN_QUERY_FRAMES for q in queries) * len(docs)
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    def on_device(qs, ds):
+        if dev.type == "cpu":  # the accelerator plan itself, on the CPU
+            return qdtw._match_scores(qs, ds, True, MIN_QUERY_FRAMES, torch.float32, qdtw._DEVICE_BLOCK_ROWS,
+                                      qdtw._DEVICE_CHUNK_COLUMNS, 1, dev, balance=False)
+        return raw_match_scores(qs, ds, device=dev)
+
+    dq, dd = [q.to(dev) for q in queries], [d.to(dev) for d in docs]
+    sync()
+    on_device(dq[:2], dd[:4])  # warm-up
+    sync()
+    cpu_s = dev_s = float("inf")
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        cpu_raw = raw_match_scores(queries, docs, threads=threads)
+        cpu_s = min(cpu_s, time.perf_counter() - start)
+        sync()
+        start = time.perf_counter()
+        dev_raw = on_device(dq, dd).cpu()
+        sync()
+        dev_s = min(dev_s, time.perf_counter() - start)
+    cpu_z, dev_z = znormalize(cpu_raw), znormalize(dev_raw)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else str(dev)
+    return {
+        "queries": len(queries), "documents": len(docs), "scored_pairs": int(n_pairs),
+        "mean_query_frames": float(np.mean([q.shape[0] for q in queries])),
+        "mean_doc_frames": float(np.mean([d.shape[0] for d in docs])), "dim": int(docs[0].shape[1]),
+        "device": name, "cpu_threads": threads,
+        "cpu_seconds": cpu_s, "device_seconds": dev_s, "speedup": cpu_s / dev_s,
+        "cpu_ms_per_pair": cpu_s / max(n_pairs, 1) * 1e3, "device_ms_per_pair": dev_s / max(n_pairs, 1) * 1e3,
+        "max_abs_diff_raw": float((dev_raw - cpu_raw).abs().max()),
+        "max_abs_diff": float((dev_z - cpu_z).abs().max()),
+        "decisions_equal": bool(torch.equal(dev_z > 2.0, cpu_z > 2.0)),
+    }
+
+
+def _print_devices(report: dict) -> None:
+    print(
+        f"{report['queries']} queries x {report['documents']} documents "
+        f"({report['scored_pairs']} scored pairs), ~{report['mean_query_frames']:.0f} x "
+        f"{report['mean_doc_frames']:.0f} frames, {report['dim']} dims"
+    )
+    ok = "OK" if report["max_abs_diff"] < 1e-4 else "TOO LARGE"
+    print(f"DTW on {report['device']}: {report['device_seconds']:.3f} s ({report['device_ms_per_pair']:.4f} ms/pair); "
+          f"CPU, {report['cpu_threads']} threads: {report['cpu_seconds']:.3f} s ({report['cpu_ms_per_pair']:.4f} ms/pair); "
+          f"speed-up {report['speedup']:.1f}x")
+    print(f"max |z-score difference| device vs CPU: {report['max_abs_diff']:.3g} ({ok}, limit 1e-4); raw "
+          f"{report['max_abs_diff_raw']:.3g}; YES/NO identical: {report['decisions_equal']}")
+
+
 def real_features(args) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """One layer of `args.upstream` on the QbE set: the split's queries and all documents."""
     import ast
@@ -298,6 +380,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=None, help="s3prl pool size (default: cores)")
     p.add_argument("--threads", type=int, default=None, help="worker threads for ours (default: workers)")
     p.add_argument("--no-s3prl", action="store_true", help="time ours only")
+    p.add_argument("--device", default=None,
+                   help="compare our DTW on this device (cuda, cuda:1; cpu = the device plan on the CPU) with our "
+                        "CPU path instead of with s3prl")
     p.add_argument("--repeats", type=int, default=1, help="time each side N times, keep the fastest")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -310,13 +395,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         queries, docs = synthetic_features(args.queries or nq, args.docs or nd, qf, df, dim, seed=args.seed)
     else:
         queries, docs = real_features(args)
-    report = compare(queries, docs, workers=args.workers, threads=args.threads, s3prl=not args.no_s3prl,
-                     repeats=args.repeats)
+    if args.device:
+        report = compare_devices(queries, docs, args.device, threads=args.threads, repeats=args.repeats)
+        failed = report["max_abs_diff"] >= 1e-4
+    else:
+        report = compare(queries, docs, workers=args.workers, threads=args.threads, s3prl=not args.no_s3prl,
+                         repeats=args.repeats)
+        failed = False
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        _print(report)
-    return 0
+        (_print_devices if args.device else _print)(report)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

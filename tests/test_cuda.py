@@ -85,18 +85,34 @@ def test_m2d_pretraining_step_cuda(preset):
 
 
 def test_qbe_dtw_cuda_matches_cpu():
-    from tasks.qbe.dtw import qbe_scores, subsequence_dtw
+    """The whole QbE pipeline (GEMM, min-max, the DTW recursion) on CUDA equals the CPU path."""
+    from tasks.qbe.dtw import qbe_scores, raw_match_scores, subsequence_dtw
 
     g = torch.Generator().manual_seed(0)
-    queries = [torch.randn(n, 32, generator=g) for n in (12, 20)]
-    docs = [torch.randn(n, 32, generator=g) for n in (60, 90, 45)]
-    ref = qbe_scores(queries, docs, dtype=torch.float64)
-    # the batched DTW kernel on CUDA local costs, where the implementation allows it
-    dist = torch.rand(3, 10, 40, generator=g, dtype=torch.float64)
-    try:
-        out = qbe_scores([q.cuda() for q in queries], [d.cuda() for d in docs], dtype=torch.float64)
-        dtw_gpu = subsequence_dtw(dist.cuda())
-    except (RuntimeError, TypeError) as err:  # buffers created on the CPU: the DTW path is CPU-only
-        pytest.skip(f"tasks.qbe.dtw is CPU-only: {str(err).splitlines()[0][:120]}")
-    torch.testing.assert_close(out.cpu(), ref, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(dtw_gpu.cpu(), subsequence_dtw(dist), rtol=1e-9, atol=1e-9)
+    # lengths include a 1-frame query (min_query_frames=1 below), queries longer than documents,
+    # a 3-frame query (score 0 under the default 5-frame rule) and 1-frame documents
+    q_lengths, d_lengths = (1, 3, 12, 20, 70), (1, 4, 60, 90, 45, 2)
+    queries = [torch.randn(n, 32, generator=g, dtype=torch.float64) for n in q_lengths]
+    docs = [torch.randn(n, 32, generator=g, dtype=torch.float64) for n in d_lengths]
+    # float64 features: equal to rounding, for the default rule and with every query scored
+    for min_frames in (5, 1):
+        ref = raw_match_scores(queries, docs, dtype=torch.float64, min_query_frames=min_frames)
+        out = raw_match_scores([q.cuda() for q in queries], [d.cuda() for d in docs], dtype=torch.float64,
+                               min_query_frames=min_frames)  # device: where the features are
+        assert out.device.type == "cpu" and out.dtype == torch.float64
+        torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-9)
+    # CPU features, CUDA asked for explicitly
+    torch.testing.assert_close(raw_match_scores(queries, docs, dtype=torch.float64, device="cuda"),
+                               raw_match_scores(queries, docs, dtype=torch.float64), rtol=1e-9, atol=1e-9)
+    # float32 (the default compute type) on float32 features: float rounding only
+    q32, d32 = [q.float() for q in queries], [d.float() for d in docs]
+    ref32 = qbe_scores(q32, d32)
+    out32 = qbe_scores([q.cuda() for q in q32], [d.cuda() for d in d32])
+    assert (out32 - ref32).abs().max() < 1e-4
+    assert torch.equal(out32 > 2.0, ref32 > 2.0) or (ref32 - 2.0).abs().min() < 1e-4
+    # the recursion alone on padded CUDA costs
+    dist = torch.rand(5, 10, 40, generator=g, dtype=torch.float64)
+    qlen, dlen = torch.tensor([10, 1, 7, 10, 3]), torch.tensor([40, 40, 5, 1, 12])
+    dtw_gpu = subsequence_dtw(dist.cuda(), qlen, dlen)
+    assert dtw_gpu.is_cuda
+    torch.testing.assert_close(dtw_gpu.cpu(), subsequence_dtw(dist, qlen, dlen), rtol=1e-12, atol=1e-12)

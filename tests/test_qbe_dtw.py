@@ -238,3 +238,81 @@ def test_benchmark_script_tiny_reports_small_difference(s3prl_expert, capsys):
     assert report["max_abs_diff"] < 1e-4
     assert report["decisions_equal"]
     assert report["scored_pairs"] == 3 * 6  # the 3-frame query is not scored
+
+
+# --------------------------------------------------------------------------- the accelerator plan
+
+
+def naive_raw_scores(queries, docs, min_query_frames: int) -> np.ndarray:
+    """`naive_qbe_scores` before z-normalisation, with the short-query rule as a parameter."""
+    qs = [q.double().numpy() for q in queries]
+    ds = [d.double().numpy() for d in docs]
+    allf = np.concatenate(qs + ds)
+    mean, std = allf.mean(0), np.clip(allf.std(0, ddof=1), 1e-9, None)
+    raw = np.zeros((len(qs), len(ds)))
+    for i, q in enumerate(qs):
+        if len(q) < max(min_query_frames, 1):
+            continue
+        for j, d in enumerate(ds):
+            q_, d_ = (q - mean) / std, (d - mean) / std
+            cos = 1 - (q_ @ d_.T) / np.outer(np.linalg.norm(q_, axis=1), np.linalg.norm(d_, axis=1))
+            c = np.exp(np.clip(cos, 0, 2)) - 1
+            lo, hi = c.min(1, keepdims=True), c.max(1, keepdims=True)
+            raw[i, j] = -naive_subsequence_dtw((c - lo) / np.clip(hi - lo, 1e-9, None))
+    return raw
+
+
+def edge_case_set(seed: int, dim: int = 8):
+    """Length-1 queries and documents, queries longer than every document, very uneven lengths."""
+    g = torch.Generator().manual_seed(seed)
+    q_lengths = [1, 1, 2, 7, 30, 45]  # 30 and 45 frames: longer than most documents
+    d_lengths = [1, 2, 3, 5, 12, 40, 1, 9]
+    queries = [torch.randn(n, dim, generator=g, dtype=torch.float64) for n in q_lengths]
+    docs = [torch.randn(n, dim, generator=g, dtype=torch.float64) for n in d_lengths]
+    return queries, docs
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_device_plan_on_cpu_equals_naive_and_threaded_path(seed):
+    """The plan `raw_match_scores` uses off the CPU (one stream, 2048 x 65536 blocks, no balancing),
+    run here on the CPU: equal to the naive pipeline and to the threaded CPU path, edge cases included."""
+    queries, docs = edge_case_set(seed)
+    ref = naive_raw_scores(queries, docs, min_query_frames=1)
+    threaded = qdtw.raw_match_scores(queries, docs, dtype=torch.float64, min_query_frames=1, threads=2,
+                                     block_rows=8, chunk_columns=16)
+    device_plan = qdtw._match_scores(queries, docs, True, 1, torch.float64, qdtw._DEVICE_BLOCK_ROWS,
+                                     qdtw._DEVICE_CHUNK_COLUMNS, 1, torch.device("cpu"), balance=False)
+    np.testing.assert_allclose(threaded.numpy(), ref, atol=1e-9)
+    np.testing.assert_allclose(device_plan.numpy(), ref, atol=1e-9)
+    np.testing.assert_allclose(device_plan.numpy(), threaded.numpy(), atol=1e-12)
+
+
+def test_device_argument_defaults_to_the_documents_device():
+    queries, docs = random_set(5)
+    default = qdtw.raw_match_scores(queries, docs, dtype=torch.float64)
+    explicit = qdtw.raw_match_scores(queries, docs, dtype=torch.float64, device="cpu")
+    assert default.device.type == "cpu" and default.dtype == torch.float64
+    assert torch.equal(default, explicit)
+
+
+def test_subsequence_dtw_query_longer_than_document_and_length_one():
+    g = torch.Generator().manual_seed(3)
+    dist = torch.rand(4, 20, 5, generator=g, dtype=torch.float64)
+    qlen, dlen = torch.tensor([20, 1, 13, 1]), torch.tensor([5, 5, 1, 1])
+    ours = qdtw.subsequence_dtw(dist, qlen, dlen)
+    for b in range(4):
+        ref = naive_subsequence_dtw(dist[b, : qlen[b], : dlen[b]].numpy())
+        assert ours[b].item() == pytest.approx(ref, abs=1e-12)
+    assert ours[1].item() == pytest.approx(dist[1, 0, :5].min().item())  # one query frame: best single cell
+    assert ours[3].item() == pytest.approx(dist[3, 0, 0].item())
+
+
+def test_benchmark_device_mode_cpu_smoke(capsys):
+    """`benchmarks/qbe_dtw.py --device cpu`: the device comparison gpu_check runs on CUDA, here on the CPU."""
+    spec = importlib.util.spec_from_file_location("bench_qbe_dtw_dev", REPO / "benchmarks" / "qbe_dtw.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--synthetic", "--size", "tiny", "--device", "cpu", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["max_abs_diff"] == 0.0 and report["decisions_equal"]
+    assert report["scored_pairs"] == 3 * 6 and report["device"] == "cpu"

@@ -37,6 +37,18 @@ unchanged, and padded columns never influence valid ones (the recursion only loo
 the final minimum is masked. Standardisation and unit-normalisation are folded into building
 each chunk (no standardised copy of all features). Cores are used by worker threads that each
 score whole chunks with single-threaded torch, rather than by torch's intra-op threads.
+
+Devices: every step above is plain torch on tensors of one device, so the whole pipeline (GEMM,
+min-max, the recursion, the final minimum) runs where `device` says, by default where the
+documents are: features on CUDA are scored on CUDA. The row recursion is exact on any device (row
+i needs only row i - 1, so each row is one vectorised update over every query x document x column
+of a block; no anti-diagonal wavefront is needed). Off the CPU there are no worker threads (one
+stream) and blocks are larger (`_DEVICE_BLOCK_ROWS` x `_DEVICE_CHUNK_COLUMNS`: a 512 MiB float32
+similarity block), because kernel launches, not arithmetic, dominate small blocks. The same plan
+runs on the CPU too (`_match_scores(..., balance=False)` with those sizes), which is how the tests
+and `benchmarks/qbe_dtw.py --device cpu` check it without a GPU. Devices need float64 (CPU, CUDA). Scores equal the CPU path's to float rounding (GEMM and reduction order), unless
+the process lets float32 matmuls use TF32 (`torch.backends.cuda.matmul`), which this module
+leaves as it finds it.
 """
 
 from __future__ import annotations
@@ -62,6 +74,8 @@ MIN_QUERY_FRAMES = 5  # s3prl: `if len(query) < 5: score 0 for every document`
 DECISION_THRESHOLD = 2.0  # s3prl: decision="YES" if z-score > 2.0 ("top 2.5 % as YES")
 _MIN_CHUNK_COLUMNS = 2048  # keeps each vectorised op large enough to amortise its overhead
 _STD_FLOOR = 1e-9  # s3prl's clamp for the feature std, the min-max range and the score std
+_CPU_BLOCK_ROWS, _CPU_CHUNK_COLUMNS = 256, 16384  # cache-sized blocks for single-threaded workers
+_DEVICE_BLOCK_ROWS, _DEVICE_CHUNK_COLUMNS = 2048, 65536  # few, large kernels on an accelerator
 
 
 def feature_stats(queries: Sequence[torch.Tensor], docs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,15 +88,16 @@ def feature_stats(queries: Sequence[torch.Tensor], docs: Sequence[torch.Tensor])
     feats = [*queries, *docs]
     if not feats:
         raise ValueError("no features to standardise")
-    dim = feats[0].shape[-1]
-    count, mean, m2 = 0, torch.zeros(dim, dtype=torch.float64), torch.zeros(dim, dtype=torch.float64)
+    dim, dev = feats[0].shape[-1], feats[0].device
+    count = 0
+    mean, m2 = torch.zeros(dim, dtype=torch.float64, device=dev), torch.zeros(dim, dtype=torch.float64, device=dev)
     for f in feats:
         if f.dim() != 2 or f.shape[-1] != dim:
             raise ValueError(f"every feature must be (frames, {dim}); got {tuple(f.shape)}")
         n = f.shape[0]
         if n == 0:
             continue
-        f = f.detach()
+        f = f.detach().to(dev)
         mean_f = f.mean(0)  # (torch.var_mean over dim 0 is ~100x slower on CPU than two passes)
         m2_i = (f - mean_f).square_().sum(0).to(torch.float64)
         mean_i = mean_f.to(torch.float64)
@@ -120,13 +135,14 @@ def subsequence_dtw(
         dist: `(batch, N, M)` local costs (query frames x document frames), padded.
         query_lengths, doc_lengths: `(batch,)` valid sizes; default all N / all M.
     Returns:
-        `(batch,)` normalised distance `min_j g[n-1, j] / n` (dtw-python's `normalizedDistance`).
+        `(batch,)` normalised distance `min_j g[n-1, j] / n` (dtw-python's `normalizedDistance`),
+        on the device of `dist` (which may be any: CPU, CUDA, ...).
     """
     if dist.dim() != 3:
         raise ValueError(f"dist must be (batch, N, M); got {tuple(dist.shape)}")
     batch, n, m = dist.shape
-    qlen = _lengths(query_lengths, batch, n, "query_lengths")
-    dlen = _lengths(doc_lengths, batch, m, "doc_lengths")
+    qlen = _lengths(query_lengths, batch, n, "query_lengths").to(dist.device)
+    dlen = _lengths(doc_lengths, batch, m, "doc_lengths").to(dist.device)
     rows = dist.transpose(0, 1)  # (N, batch, M) view: row i of every pair
     cost = _accumulate(rows.unsqueeze(1), None, qlen.unsqueeze(0), dlen)[0]
     return cost / qlen.to(cost.dtype)
@@ -139,9 +155,10 @@ def raw_match_scores(
     standardize_features: bool = True,
     min_query_frames: int = MIN_QUERY_FRAMES,
     dtype: torch.dtype = torch.float32,
-    block_rows: int = 256,
-    chunk_columns: int = 16384,
+    block_rows: int | None = None,
+    chunk_columns: int | None = None,
     threads: int | None = None,
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """s3prl's per-pair `match` scores (`-normalizedDistance`) for every query x document.
 
@@ -150,27 +167,42 @@ def raw_match_scores(
         standardize_features: s3prl's `feature_normalization` (True in its config).
         min_query_frames: queries shorter than this score 0 everywhere (s3prl: 5).
         dtype: compute dtype (float32 is within ~1e-6 of s3prl's float64; float64 for checks).
-        block_rows: query frames per GEMM block (queries are grouped up to this many rows).
-        chunk_columns: padded document frames per chunk.
-        threads: worker threads, each running single-threaded torch on its own document
+        block_rows: query frames per GEMM block (queries are grouped up to this many rows);
+            default 256 on the CPU, 2048 elsewhere.
+        chunk_columns: padded document frames per chunk; default 16384 on the CPU, 65536 elsewhere.
+        threads: CPU worker threads, each running single-threaded torch on its own document
             chunks (default `torch.get_num_threads()`; torch's thread count is set to 1 while
-            this runs and restored after).
+            this runs and restored after). Off the CPU: always one (a single stream).
+        device: where to compute; default the documents' device (features on CUDA are scored
+            on CUDA). Features elsewhere are copied block by block.
     Returns:
-        `(Q, D)` float64 scores, before the per-query z-normalisation.
+        `(Q, D)` float64 scores on the CPU, before the per-query z-normalisation.
     """
+    if not docs:
+        raise ValueError("no documents to search")
+    dev = torch.device(device) if device is not None else docs[0].device
+    on_cpu = dev.type == "cpu"
+    block_rows = block_rows or (_CPU_BLOCK_ROWS if on_cpu else _DEVICE_BLOCK_ROWS)
+    chunk_columns = chunk_columns or (_CPU_CHUNK_COLUMNS if on_cpu else _DEVICE_CHUNK_COLUMNS)
+    args = (queries, docs, standardize_features, min_query_frames, dtype, block_rows, chunk_columns)
+    if not on_cpu:
+        return _match_scores(*args, 1, dev, balance=False).cpu()
     workers = max(1, threads or torch.get_num_threads())
     previous = torch.get_num_threads()
     torch.set_num_threads(1)  # see _match_scores: parallelism comes from worker threads
     try:
-        return _match_scores(
-            queries, docs, standardize_features, min_query_frames, dtype, block_rows, chunk_columns, workers
-        )
+        return _match_scores(*args, workers, dev, balance=True)
     finally:
         torch.set_num_threads(previous)
 
 
-def _match_scores(queries, docs, standardize_features, min_query_frames, dtype, block_rows, chunk_columns, workers):
-    """`raw_match_scores` with torch single-threaded; `workers` threads score document chunks."""
+def _match_scores(queries, docs, standardize_features, min_query_frames, dtype, block_rows, chunk_columns, workers,
+                  device, balance):
+    """`raw_match_scores` on `device`; `workers` threads score document chunks (CPU: torch single-threaded).
+
+    `balance`: cut the documents into at least ~4 chunks per worker (CPU threads); otherwise
+    chunks are as large as `chunk_columns` allows (one stream: fewer, larger kernels).
+    """
     if not docs:
         raise ValueError("no documents to search")
     dim = docs[0].shape[-1]
@@ -181,7 +213,9 @@ def _match_scores(queries, docs, standardize_features, min_query_frames, dtype, 
         if q.dim() != 2 or q.shape[1] != dim:
             raise ValueError(f"query {i} must be a (frames, {dim}) tensor; got {tuple(q.shape)}")
     stats = feature_stats(queries, docs) if standardize_features else None
-    scores = torch.zeros(len(queries), len(docs), dtype=torch.float64)
+    if stats is not None:
+        stats = (stats[0].to(device), stats[1].to(device))
+    scores = torch.zeros(len(queries), len(docs), dtype=torch.float64, device=device)
     live = [i for i, q in enumerate(queries) if q.shape[0] >= max(min_query_frames, 1)]
     if not live:
         return scores
@@ -193,21 +227,22 @@ def _match_scores(queries, docs, standardize_features, min_query_frames, dtype, 
     for start, stop in blocks:
         idx = live[start:stop]
         n_max = queries[idx[0]].shape[0]
-        qb = torch.zeros(len(idx), n_max, queries[idx[0]].shape[1], dtype=dtype)
+        qb = torch.zeros(len(idx), n_max, queries[idx[0]].shape[1], dtype=dtype, device=device)
         for k, qi in enumerate(idx):
             _unit_rows_into(qb[k, : queries[qi].shape[0]], queries[qi], stats)
         qb.neg_()
-        qlen = torch.tensor([queries[qi].shape[0] for qi in idx])
-        prepared.append((idx, qb.reshape(-1, qb.shape[-1]), qlen, n_max))
+        qlen = torch.tensor([queries[qi].shape[0] for qi in idx], device=device)
+        prepared.append((torch.tensor(idx, device=device), qb.reshape(-1, qb.shape[-1]), qlen, n_max))
 
     def score_chunk(didx: list[int]) -> None:
         m_max = docs[didx[-1]].shape[0]
-        dlen = torch.tensor([docs[i].shape[0] for i in didx])
-        dflat = _edge_padded_unit(docs, didx, m_max, dtype, stats).flatten(0, 1)  # (B * M, dim)
-        for idx, qflat, qlen, n_max in prepared:
-            sim = (qflat @ dflat.T).view(len(idx), n_max, len(didx), m_max)  # -cos
+        dlen = torch.tensor([docs[i].shape[0] for i in didx], device=device)
+        dflat = _edge_padded_unit(docs, didx, m_max, dtype, stats, device).flatten(0, 1)  # (B * M, dim)
+        dcols = torch.tensor(didx, device=device)
+        for qrows, qflat, qlen, n_max in prepared:
+            sim = (qflat @ dflat.T).view(len(qrows), n_max, len(didx), m_max)  # -cos
             cost = _normalized_costs(sim, qlen, dlen)  # (Qb, B), consumes sim
-            scores[torch.tensor(idx)[:, None], torch.tensor(didx)[None, :]] = -cost.to(torch.float64)
+            scores[qrows[:, None], dcols[None, :]] = -cost.to(torch.float64)
 
     # Parallelism: `workers` threads, each running (single-threaded) torch on its own document
     # chunks (torch ops release the GIL). Letting torch parallelise inside each op instead makes
@@ -216,7 +251,7 @@ def _match_scores(queries, docs, standardize_features, min_query_frames, dtype, 
     # threads spinning). Chunks are cut small enough that every worker gets several.
     order = sorted(range(len(docs)), key=lambda i: docs[i].shape[0])
     lengths = [docs[i].shape[0] for i in order]
-    columns = min(chunk_columns, max(_MIN_CHUNK_COLUMNS, -(-sum(lengths) // (4 * workers))))
+    columns = min(chunk_columns, max(_MIN_CHUNK_COLUMNS, -(-sum(lengths) // (4 * workers)))) if balance else chunk_columns
     chunks = [order[a:b] for a, b in _doc_chunks(lengths, columns)]
     if workers == 1 or len(chunks) == 1:
         for didx in chunks:
@@ -243,7 +278,8 @@ def znormalize(scores: torch.Tensor) -> torch.Tensor:
 def qbe_scores(queries: Sequence[torch.Tensor], docs: Sequence[torch.Tensor], **kwargs) -> torch.Tensor:
     """Final detection scores `(Q, D)`: `znormalize(raw_match_scores(queries, docs, **kwargs))`.
 
-    Decisions as in s3prl's stdlist: `scores > DECISION_THRESHOLD`.
+    Decisions as in s3prl's stdlist: `scores > DECISION_THRESHOLD`. `device=` (see
+    `raw_match_scores`) picks where the DTW runs; by default where the documents are.
     """
     return znormalize(raw_match_scores(queries, docs, **kwargs))
 
@@ -281,13 +317,14 @@ def _accumulate(
     n, qb, b, m = rows.shape
     # g lives in a buffer with two +inf guard columns on the left, so the three predecessors
     # (j, j-1, j-2) are three aligned slices and each row update is three vectorised ops.
-    buf = torch.full((qb, b, m + 2), math.inf, dtype=rows.dtype)
+    like = {"dtype": rows.dtype, "device": rows.device}
+    buf = torch.full((qb, b, m + 2), math.inf, **like)
     g = buf[..., 2:]
-    best = torch.full((qb, b), math.inf, dtype=rows.dtype)
+    best = torch.full((qb, b), math.inf, **like)
     qlen = query_lengths.expand(qb, b)
-    pad = torch.arange(m)[None, :] >= doc_lengths[:, None]  # (B, M) padded document frames
-    ends = set(qlen.unique().tolist())
-    tmp = torch.empty((qb, b, m), dtype=rows.dtype)
+    pad = torch.arange(m, device=rows.device)[None, :] >= doc_lengths[:, None]  # (B, M) padded document frames
+    ends = set(qlen.unique().tolist())  # the rows where some query ends (one host sync per block)
+    tmp = torch.empty((qb, b, m), **like)
     for i in range(n):
         if i == 0:
             if scale is None:
@@ -325,10 +362,10 @@ def _normalized_costs(sim: torch.Tensor, query_lengths: torch.Tensor, doc_length
 
 
 def _edge_padded_unit(
-    docs: Sequence[torch.Tensor], idx: list[int], m_max: int, dtype: torch.dtype, stats
+    docs: Sequence[torch.Tensor], idx: list[int], m_max: int, dtype: torch.dtype, stats, device: torch.device
 ) -> torch.Tensor:
     """`(B, m_max, dim)` standardised unit-norm document frames, padded by repeating the last frame."""
-    out = torch.empty(len(idx), m_max, docs[idx[0]].shape[1], dtype=dtype)
+    out = torch.empty(len(idx), m_max, docs[idx[0]].shape[1], dtype=dtype, device=device)
     for k, di in enumerate(idx):
         n = docs[di].shape[0]
         _unit_rows_into(out[k, :n], docs[di], stats)

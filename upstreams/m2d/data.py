@@ -158,8 +158,11 @@ def resample_by_source(features: MelFeatures, speech_share: float) -> list[int]:
     ids = list(range(len(features)))
     if not 0.0 <= speech_share < 1.0:
         raise ValueError(f"data.speech_share must be in [0, 1), got {speech_share}")
-    if speech_share == 0.0 or features.sources is None:
+    if speech_share == 0.0:
         return ids
+    if features.sources is None:
+        raise ValueError(f"data.speech_share needs the source column of a corpus index; {features.index} has none "
+                         f"(a prebuilt corpus): set data.speech_share=0")
     speech = [i for i in ids if is_speech(features.sources[i])]
     other = [i for i in ids if not is_speech(features.sources[i])]
     if not speech or not other:

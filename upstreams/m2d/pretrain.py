@@ -50,6 +50,7 @@ from .data import MelCrops, MelFeatures, load_features
 from .encoder import ENCODER_PRESETS, EncoderConfig
 from .m2dx import M2DX
 from .model import M2D, PREDICTOR_PRESETS, TARGET_NORMS, PredictorConfig, ema_rate
+from .prebuilt import open_prebuilt
 from .probe import M2DProbe
 
 __all__ = ["DataConfig", "M2DConfig", "OfflineConfig", "NoiseConfig", "M2DXConfig", "M2D_PRESETS", "M2DX_PRESETS",
@@ -62,6 +63,12 @@ class DataConfig:
     corpus: str = "general"  # general | respiratory
     index: str = ""  # index.csv of the corpus; "" = <data root>/<profile>/pretrain/<corpus>/index.csv
     cache_dir: str = ""  # log-mel cache; "" = <data root>/_features
+    # a prebuilt log-mel corpus (prebuilt.py, scripts/gpu_corpus.sh) used instead of index + cache,
+    # for machines that receive no audio; "" = read the index
+    features: str = ""
+    # prebuilt labelled log-mel clips for the kNN probe instead of the built ESC-50 / Speech
+    # Commands audio of `profile`; "" = read that audio
+    probe_features: str = ""
     norm_stats: tuple[float, ...] = ()  # (mean, std); () = from the --init checkpoint, else from the corpus
     norm_stats_segments: int = 2000  # segments sampled to compute the statistics
     speech_share: float = 0.0  # fraction of speech clips per epoch (resampling by index source); 0 = as built
@@ -274,15 +281,23 @@ def _resolve_init(cfg: M2DConfig, log) -> tuple[M2DConfig, InitWeights | None]:
     return cfg, init
 
 
-def _index(cfg: M2DConfig) -> Path:
+def _index(cfg: M2DConfig) -> Path | None:
+    """The corpus index (checked to exist), or None when `data.features` replaces it."""
+    if cfg.data.features:
+        return None
     index = Path(cfg.data.index).expanduser() if cfg.data.index else default_index(cfg.data.corpus, cfg.data.profile)
     return require_index(index, cfg.data.profile, f"{cfg.data.corpus} pretraining corpus")
 
 
 def _resolve_data(cfg: M2DConfig, init: InitWeights | None, env: DistEnv, log) -> tuple[M2DConfig, MelFeatures]:
-    feats = _features(_index(cfg), cfg, env, log)
+    if cfg.data.features:
+        feats = open_prebuilt(cfg.data.features, cfg.frontend)
+        log(f"prebuilt log-mel corpus {feats.directory}: {len(feats)} segments (no index, no cache)")
+    else:
+        feats = _features(_index(cfg), cfg, env, log)
     stats = cfg.data.norm_stats or (init.norm_stats if init else feats.norm_stats(cfg.data.norm_stats_segments, cfg.train.seed))
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, index=str(feats.index),
+    index = cfg.data.index if cfg.data.features else str(feats.index)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, index=index,
                                                              norm_stats=tuple(float(s) for s in stats)))
     return cfg, feats
 

@@ -24,7 +24,9 @@ pure functions of `upstreams.training.probe`. Choices, and why:
   mean of the final-layer frame features, as `scene_embeddings` computes them) on labelled clips:
   the corpus itself when its index has labels (respiratory: the ICBHI classes), otherwise the
   built ESC-50 clips and Speech Commands validation words of `data.profile` under the data root,
-  read by path (`corpus.probe_clip_sets`), up to `PROBE_PER_CLASS` per class. `knn_<set>_step0`
+  read by path (`corpus.probe_clip_sets`), up to `PROBE_PER_CLASS` per class; or, with
+  `data.probe_features`, the prebuilt log-mel of such clips (`prebuilt.probe_clips`: every clip
+  it holds, for machines without the audio). `knn_<set>_step0`
   is the same probe on the run's step-0 weights (the init checkpoint for `--init` runs), computed
   once at the first probe (from a copy kept at start-up when a resumed run needs it) and repeated
   in every probe line so that the two can be read side by side. Without labelled clips only RankMe
@@ -49,6 +51,7 @@ from .data import MelCrops, mix_in_power
 from .encoder import M2DEncoder
 from .masking import PatchMask, make_mask
 from .model import M2D, normalise_targets
+from .prebuilt import probe_clips
 
 __all__ = ["PROBE_CLIPS", "PROBE_PER_CLASS", "PROBE_TOKENS", "PROBE_CHUNK", "M2DProbe"]
 
@@ -112,6 +115,12 @@ class M2DProbe:
             crops = [_centre(feats.segment(i), self.width, data.mean) for i in pick]
             if len({feats.labels[i] for i in pick}) >= 2:
                 out[cfg.data.corpus] = self._stack(crops, data, [feats.labels[i] for i in pick])
+            return out
+        if cfg.data.probe_features:
+            for name, clips in probe_clips(cfg.data.probe_features, cfg.frontend).items():
+                if len({label for _, label in clips}) >= 2:
+                    crops = [_centre(x, self.width, data.mean) for x, _ in clips]
+                    out[name] = self._stack(crops, data, [label for _, label in clips])
             return out
         mel = LogMel(cfg.frontend).mel
         for name, segs in probe_clip_sets(cfg.data.profile, per_class, seed_for(cfg.train.seed, "probe-labels")).items():
