@@ -15,9 +15,10 @@ Presets (override with a YAML/JSON file or `--set`; `--base NAME --base-ckpt PAT
 How `mini` is scaled from `base`. Steps: one step of 8 utterances (6-s crops) on the `mini` M2D
 architecture (192-d x 6 layers, patch 16x4), top 2 layers tuned, one thread, bf16, measured
 2.9-4.9 s (median ~4 s with the 2 cores shared by other jobs, load average 5-11), so 200 steps are
-10-15 minutes; a 20-step run of exactly this preset (random `mini`-architecture base, tiny corpus) at
-load average 9.5: 4.1 and 4.6 s/step per 10-step window, 1.4-3.4 s per collapse check (11 in a run). Warm-up keeps the official ratio 1000 / 3600 = 0.28 (56 / 200). Batch 8 in one pass
-gives the official 1 x 8 accumulation's gradient (the loss is a per-utterance mean). Learning
+10-15 minutes; a 20-step run of exactly this preset (random `mini`-architecture base, tiny corpus)
+at load average 9.5: 4.1 and 4.6 s/step per 10-step window, 1.4-3.4 s per collapse check (11 in a
+run). Warm-up keeps the official ratio 1000 / 3600 = 0.28 (56 / 200). Batch 8 in one pass gives
+the official 1 x 8 accumulation's gradient (the loss is a per-utterance mean). Learning
 rate: Adam moves each weight by about lr per step, so the official run's total movement is about
 2e-5 x (3600 - 1000 / 2) = 0.062; 2e-4 x (200 - 56 / 2) = 0.034 keeps it within a factor of 2,
 where the official 2e-5 would give 0.0034. Measured on a random `mini`-architecture base (80
