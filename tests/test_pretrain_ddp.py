@@ -101,7 +101,7 @@ def test_torchrun_m2dx_two_ranks(tiny_root, tmp_path):
     init = pretrain("m2d", "tiny", out=str(tmp_path / "m2d"), log=lambda _m: None,
                     overrides={"train": {"steps": 2, "warmup_steps": 1, "threads": 1}})
     out = tmp_path / "m2dx"
-    output = _torchrun(tiny_root, "m2dx", "--config", "tiny", "--init", str(init.checkpoint), "--out", str(out),
+    output = _torchrun(tiny_root, "m2dx", "--config", "tiny_supervised", "--init", str(init.checkpoint), "--out", str(out),
                        "--steps", "6", "--set", "train.micro_batch=4")
     assert _rank_reports(output, "m2dx") == {0: (6, 4, 1), 1: (6, 4, 0)}, output
     rows = _check_run_dir(out, list(range(1, 7)))

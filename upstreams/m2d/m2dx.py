@@ -7,12 +7,18 @@
 
 Offline tasks implemented here:
 - distillation from a frozen M2D teacher: 2 - 2 cos between the offline frame embeddings (projected to
-  the teacher's width if needed) and the teacher's final-layer frame features of the clean input;
+  the teacher's width if needed) and the teacher's final-layer frame features of the clean input,
+  standardised per dimension (`standardise_target`, default on in every preset) with the mean and std
+  that `m2dx_stats.teacher_frame_stats` computes ONCE at the start of the run from clean training
+  crops and `set_distill_stats` stores in the `distill_mean`/`distill_std` buffers (saved with the
+  model). The authors' code standardises the target too; without it the cosine is mostly won by
+  the teacher's common per-dimension offset, which a content-blind student can predict;
 - supervised classification of the clip: time-mean of the offline embeddings -> linear -> BCE over
   multi-hot labels (or CE over single labels); clips without a label do not count.
 
-Background noise (see `data.mix_in_power`): the online encoder sees the noisy mix, while the target
-encoder and the teacher see the clean input, so the model learns to denoise, as the paper describes.
+Background noise (see `data.mix_in_power`, level-matched first by `m2dx_stats.LevelMatched`): the
+online encoder sees the noisy mix (`batch["online_mel"]`), while the target encoder and the teacher
+see the clean input (`batch["mel"]`; tested), so the model learns to denoise, as the paper describes.
 Note that the authors' public code appears to order the pair the other way (online clean, target
 noisy); we follow the paper.
 """
@@ -47,6 +53,7 @@ class M2DX(M2D):
         num_classes: int = 0,
         weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
         supervised_loss: str = "bce",
+        standardise_target: bool = True,
     ):
         """
         offline_dim: offline embedding width; 0 = the teacher's frame width (else the encoder's).
@@ -55,6 +62,8 @@ class M2DX(M2D):
             normalisation, for a teacher trained with other statistics.
         num_classes: classes of the supervised task (0 = none).
         weights: (m2d, distill, supervised) loss weights.
+        standardise_target: standardise the teacher's frames per dimension with `distill_mean` /
+            `distill_std` (set them with `set_distill_stats` before training; they start as 0 / 1).
         """
         super().__init__(encoder, predictor)
         if supervised_loss not in ("bce", "ce"):
@@ -72,6 +81,10 @@ class M2DX(M2D):
         self.teacher = teacher
         self.register_buffer("teacher_input", torch.tensor(teacher_input, dtype=torch.float32))
         teacher_dim = teacher.config.frame_dim if teacher is not None else 0
+        self.standardise_target = bool(standardise_target) and teacher is not None
+        if teacher is not None:
+            self.register_buffer("distill_mean", torch.zeros(teacher_dim))
+            self.register_buffer("distill_std", torch.ones(teacher_dim))
         self.offline_dim = offline_dim or teacher_dim or encoder.frame_dim
         self.offline = nn.Linear(encoder.frame_dim, self.offline_dim)
         self.distill_head = (
@@ -104,6 +117,22 @@ class M2DX(M2D):
         last = self.teacher.run_blocks(x, all_layers=False)[-1][:, 1:]
         return self.teacher.to_frames(last, mel.shape[-1] // self.teacher.config.patch_size[1])
 
+    @torch.no_grad()
+    def set_distill_stats(self, mean: Tensor, std: Tensor) -> None:
+        """Per-dimension statistics of the teacher's frames (`m2dx_stats.teacher_frame_stats`)."""
+        if mean.shape != self.distill_mean.shape or std.shape != self.distill_std.shape or not bool((std > 0).all()):
+            raise ValueError(f"distillation statistics must be [{self.distill_mean.numel()}] with std > 0")
+        self.distill_mean.copy_(mean)
+        self.distill_std.copy_(std)
+
+    @torch.no_grad()
+    def distill_target(self, mel: Tensor) -> Tensor:
+        """The distillation target of a clean batch: teacher frames, standardised when `standardise_target`."""
+        frames = self.teacher_frames(mel)
+        if not self.standardise_target:
+            return frames
+        return (frames.float() - self.distill_mean) / self.distill_std
+
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         w_m2d, w_distill, w_sup = self.weights
         out = self.forward_m2d(batch)
@@ -113,7 +142,7 @@ class M2DX(M2D):
         stats = {"loss_m2d": out.loss.detach(), **self.target_stats(out.target)}
         if self.teacher is not None and w_distill > 0:
             student = self.distill_head(offline) if self.distill_head is not None else offline
-            distill = cosine_loss(student, self.teacher_frames(batch["mel"]))
+            distill = cosine_loss(student, self.distill_target(batch["mel"]))  # clean input
             loss = loss + w_distill * distill
             stats["loss_distill"] = distill.detach()
         if self.classifier is not None and w_sup > 0:

@@ -5,11 +5,28 @@ Presets (override with a YAML/JSON file or `--set`; `--base NAME --base-ckpt PAT
 - `tiny`: seconds, for tests: a seeded tiny random M2D as the base, 12 steps of 4 utterances.
   Its `base_options` (`arch=tiny`) are options of that base: `--base NAME` drops them (`--set
   base_options=[...]` gives the new base its own).
-- `mini`: the `m2d` upstream's latest run as the base, 300 steps of 8 utterances (<= 6 s crops) on
-  the mini LibriSpeech-layout training speech, AdamW lr 5e-5 (the paper's 2e-5 moves a 300-step
-  run too little), 30 warm-up steps, clipping at 1, bf16 autocast.
+- `mini`: the `m2d` upstream's latest run as the base (`--base`/`--base-ckpt` pick another; SCORE
+  needs a base that already encodes content, e.g. the speech M2D preset), 200 steps of 8 utterances
+  (<= 6 s crops) on the mini LibriSpeech-layout training speech, 56 warm-up steps, AdamW lr 2e-4,
+  clipping at 1, bf16 autocast, the collapse check (`collapse.py`) every 20 steps.
 - `base`: the paper's recipe: 3600 steps, batch 1 x 8 accumulation, AdamW 2e-5, 1000 warm-up
   steps, clipping at 1, LibriSpeech train-clean-100 (Meghanani & Hain, ICASSP 2024).
+
+How `mini` is scaled from `base`. Steps: one step of 8 utterances (6-s crops) on the `mini` M2D
+architecture (192-d x 6 layers, patch 16x4), top 2 layers tuned, one thread, bf16, measured
+2.9-4.9 s (median ~4 s with the 2 cores shared by other jobs, load average 5-11), so 200 steps are
+10-15 minutes; a 20-step run of exactly this preset (random `mini`-architecture base, tiny corpus)
+at load average 9.5: 4.1 and 4.6 s/step per 10-step window, 1.4-3.4 s per collapse check (11 in a
+run). Warm-up keeps the official ratio 1000 / 3600 = 0.28 (56 / 200). Batch 8 in one pass gives
+the official 1 x 8 accumulation's gradient (the loss is a per-utterance mean). Learning
+rate: Adam moves each weight by about lr per step, so the official run's total movement is about
+2e-5 x (3600 - 1000 / 2) = 0.062; 2e-4 x (200 - 56 / 2) = 0.034 keeps it within a factor of 2,
+where the official 2e-5 would give 0.0034. Measured on a random `mini`-architecture base (80
+steps of 4 utterances, 4-s crops, frozen projection): lr 2e-4 moved the tuned blocks by 2.2 %
+(||W - W0|| / ||W0||) against 0.9 % at 5e-5, with the same between-utterance cosine (0.89 from
+0.85) and no larger gradient norm (0.06-0.14, under the clip of 1).
+
+Projection: frozen, see `model.py` for the evidence.
 """
 
 from __future__ import annotations
@@ -28,7 +45,8 @@ from ..training.ddp import DistEnv
 from ..training.loop import Recipe
 from ..training.run import Method, require_index
 from .data import PerturbedPairs
-from .model import ScoreModel
+from .collapse import CollapseProbe
+from .model import PROJECTIONS, ScoreModel
 
 __all__ = ["ScoreDataConfig", "ScoreConfig", "SCORE_PRESETS", "build_score", "METHOD", "parse_options"]
 
@@ -53,8 +71,14 @@ class ScoreConfig:
     top_layers: int = 2
     proj_dim: int = 256
     gamma: float = 0.1
+    projection: str = "frozen"  # trained (the paper's shared head) | frozen (random, fixed) | none; see model.py
+    probe_utterances: int = 8  # utterances of the collapse check (collapse.py), every train.probe_every steps
 
     def __post_init__(self) -> None:
+        if self.projection not in PROJECTIONS:
+            raise ConfigError(f"projection must be one of {', '.join(PROJECTIONS)}, got {self.projection!r}")
+        if self.probe_utterances < 2:
+            raise ConfigError(f"probe_utterances must be >= 2, got {self.probe_utterances}")
         if self.top_layers < 1:
             raise ConfigError(f"top_layers must be >= 1, got {self.top_layers}")
         if self.gamma <= 0:
@@ -82,12 +106,12 @@ SCORE_PRESETS: dict[str, ScoreConfig] = {
                           progress=False, **_SCORE_TRAIN),
         data=ScoreDataConfig(profile="tiny", max_seconds=3.0), base="random", base_options=("arch=tiny",)),
     "mini": ScoreConfig(
-        train=TrainConfig(steps=300, warmup_steps=30, batch_size=8, lr=5e-5, precision="bf16", checkpoint_every=50,
-                          log_every=10, **_SCORE_TRAIN),
+        train=TrainConfig(steps=200, warmup_steps=56, batch_size=8, lr=2e-4, precision="bf16", checkpoint_every=50,
+                          log_every=10, probe_every=20, **_SCORE_TRAIN),
         data=ScoreDataConfig(profile="mini", max_seconds=6.0)),
     "base": ScoreConfig(
         train=TrainConfig(steps=3600, warmup_steps=1000, batch_size=8, micro_batch=1, lr=2e-5, checkpoint_every=200,
-                          log_every=20, **_SCORE_TRAIN),
+                          log_every=20, probe_every=200, **_SCORE_TRAIN),
         data=ScoreDataConfig(max_seconds=0.0)),
 }
 
@@ -120,9 +144,13 @@ def build_score(cfg: ScoreConfig, env: DistEnv, device: torch.device, log=print)
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, index=str(index)))
     log(f"score: base {cfg.base} ({base_path or 'no checkpoint'}), {len(data.segments)} utterances from {index}")
     torch.manual_seed(cfg.train.seed)
-    model = ScoreModel(base, cfg.top_layers, cfg.proj_dim, cfg.gamma)
+    model = ScoreModel(base, cfg.top_layers, cfg.proj_dim, cfg.gamma, cfg.projection)
+    probe = None
+    if cfg.train.probe_every > 0 and env.is_main:  # built from the step-0 model: W0 of the weight changes
+        probe = CollapseProbe(model, data, cfg.probe_utterances, cfg.data.max_seconds, cfg.train.seed)
     provenance = {"base": cfg.base, "base_options": list(cfg.base_options), "base_checkpoint": base_path,
-                  "base_checkpoint_sha256": base_sha, "top_layers": cfg.top_layers}
+                  "base_checkpoint_sha256": base_sha, "top_layers": cfg.top_layers,
+                  "projection": cfg.projection}
 
     def export(m: ScoreModel) -> dict:
         student = m.student
@@ -130,7 +158,7 @@ def build_score(cfg: ScoreConfig, env: DistEnv, device: torch.device, log=print)
             return {**student.bundle(), "score": provenance}
         return {"score": provenance, "upstream_state": {k: v.detach().cpu() for k, v in student.state_dict().items()}}
 
-    return Recipe("score", cfg, model, data, export)
+    return Recipe("score", cfg, model, data, export, probe=probe)
 
 
 METHOD = Method("score", ScoreConfig, SCORE_PRESETS, build_score, adjust_overrides=_adjust_overrides)
