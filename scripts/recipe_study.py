@@ -85,7 +85,7 @@ def eval_cmd(upstream: list[str], task: str, tag: str, data_root: str) -> list[s
 
 
 def _record(tag: str, task: str) -> dict | None:
-    files = sorted((OUT / "records" / tag).glob(f"{task}/*.json"))
+    files = sorted((OUT / "records" / tag).glob(f"records/{task}/*.json"))  # bench run --results DIR -> DIR/records/
     return json.loads(files[-1].read_text()) if files else None
 
 
