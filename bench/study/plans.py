@@ -92,7 +92,7 @@ def plan(profile: str = "mini", upstreams: tuple[str, ...] = UPSTREAMS, tasks: t
     wanted = set(upstreams)
     if quick:
         evaluations = EVALUATIONS["quick"]
-        datasets = sorted({TASK_DATASET[t] for t, _, _ in evaluations})
+        datasets = sorted({TASK_DATASET[t] for t, _, _ in evaluations if tasks is None or t in tasks})
         return [Stage("data", "data", {"profile": profile, "datasets": datasets})] + [
             st for k in range(seeds) for st in _eval_stages(evaluations, profile, [u for u in UPSTREAMS if u in wanted],
                                                             tasks, protocols, pretrained=(), seed=k)]

@@ -14,7 +14,7 @@ from pathlib import Path
 from upstreams.fileio import atomic_write_text
 
 from ..errors import UserError
-from .ledger import fmt_seconds, wall_time
+from .ledger import wall_time
 from .stage import Stage, StageResult
 
 __all__ = ["render", "REPRODUCTION_NOTES"]

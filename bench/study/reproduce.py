@@ -48,7 +48,7 @@ def run_study(stages: list[Stage], study: Study, executor: ExecutorOptions, comm
     try:
         study.run(stages, render_only=render_only, executor=engine)
     finally:  # an interrupted run's time counts too: its finished stages are kept
-        log_invocation(study.out, command, time.perf_counter() - t0, executor.jobs or 1,
+        log_invocation(study.out, command, time.perf_counter() - t0, engine.slots if engine else 1,
                        list(study.results.values()), executor.name)
     return render(study, stages, command, time.perf_counter() - t0, left_out, notes)
 
