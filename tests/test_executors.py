@@ -5,6 +5,7 @@ a study started on one executor resumes on another and skips what is done."""
 from __future__ import annotations
 
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -154,3 +155,30 @@ def test_submitit_local_executor_gives_the_same_scores(tiny_root, tmp_path, loca
     # submitit pickled each stage, ran it in a process of its own and pickled its result back
     assert len(list((out / "slurm").glob("*_submitted.pkl"))) == 4
     assert len(list((out / "slurm").glob("*_result.pkl"))) == 4
+
+
+def test_slurm_pretraining_takes_every_gpu_of_a_node_as_torchrun_ranks(tmp_path, monkeypatch):
+    """Shapes of the jobs, and what a Slurm task of a 4-GPU pretraining stage exports for ddp.py (no Slurm needed)."""
+    pytest.importorskip("submitit")
+    import bench.study.executors.slurm as slurm
+    from bench.study.stage import Stage
+
+    executor = slurm.SlurmExecutor(ExecutorOptions("slurm", slurm_cluster="local", slurm_gpus_per_node=4), tmp_path)
+    pretrain = Stage("pretrain-m2d", "pretrain", {"method": "m2d"})
+    frozen = Stage("eval-m2d-esc50-linear", "eval", {"upstream": "m2d", "task": "esc50", "protocol": "linear"})
+    finetune = Stage("eval-m2d-esc50-finetune", "eval", {"upstream": "m2d", "task": "esc50", "protocol": "finetune"})
+    assert executor._shape(pretrain) == (4, 4, 1)  # 4 tasks x 1 GPU each on one node
+    assert executor._shape(frozen) == (1, 1, 1) and executor._shape(finetune) == (1, 1, 1)
+    executor.close()
+
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(k, raising=False)
+    slurm_env = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4242", "SLURM_PROCID": "3", "SLURM_LOCALID": "3",
+                 "SLURM_NTASKS": "4", "SLURM_JOB_NUM_NODES": "1", "SLURM_NODEID": "0", "SLURM_JOB_NODELIST": "gpu17"}
+    for k, v in slurm_env.items():
+        monkeypatch.setenv(k, v)
+    seen = {}
+    monkeypatch.setattr(slurm, "run_stage", lambda *a: seen.update(
+        {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")}) or ({}, ""))
+    slurm.run_stage_on_node({}, pretrain, {}, False, 1, 4)
+    assert seen == {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "3", "MASTER_ADDR": "gpu17"}  # what ddp.py reads

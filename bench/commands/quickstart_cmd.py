@@ -38,7 +38,8 @@ def add_executor_args(p) -> None:
                         "ray/slurm: default the cluster's CPUs / 256 jobs")
     p.add_argument("--ray-address", default="auto", metavar="auto|HOST:PORT",
                    help="the Ray cluster to use (default auto: the one `ray start` started on this node)")
-    p.add_argument("--pretrain-gpus", type=int, default=1, metavar="N", help="ray: GPUs per pretraining stage (default 1)")
+    p.add_argument("--pretrain-gpus", type=int, default=1, metavar="N",
+                   help="ray: GPUs per pretraining stage (default 1)")
     p.add_argument("--slurm-partition", default=None, metavar="NAME", help="slurm: partition to submit to")
     p.add_argument("--slurm-gpus-per-node", type=int, default=0, metavar="N",
                    help="slurm: GPUs of one node (default 0: CPU jobs); pretraining takes all N as N torchrun ranks")

@@ -9,7 +9,7 @@ from .quickstart_cmd import add_executor_args, check_outputs, executor_options, 
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "sweep", help="evaluate a plan of upstreams x tasks x protocols x seeds (a YAML file, or flags) on any executor",
+        "sweep", help="evaluate a plan of upstreams x tasks x protocols x seeds (YAML or flags) on any executor",
         description="Expand PLAN (a YAML file, see docs/reproduce.md; or `reproduce` / `quickstart`, the built-in "
         "plans) into stages, skip those already done, run the rest with --executor local|ray|slurm, then write the "
         "leaderboard, plots and report under --out. Flags extend or replace the plan's fields.")
@@ -17,7 +17,8 @@ def add_parser(sub) -> None:
                    help="a plan file (YAML), or reproduce|quickstart; omit it to give the plan as flags")
     p.add_argument("--out", default=None, help="results directory (default results/sweep-<plan name>)")
     p.add_argument("--runs", default=None, help="pretraining run root (built-in reproduce plan only)")
-    p.add_argument("--profile", default=None, choices=["tiny", "mini"], help="built-in data profile (default: the plan's, else mini)")
+    p.add_argument("--profile", default=None, choices=["tiny", "mini"],
+                   help="built-in data profile (default: the plan's, else mini)")
     p.add_argument("--upstreams", nargs="+", default=None, metavar="NAME", help="replace the plan's upstreams")
     p.add_argument("--tasks", nargs="+", default=None, metavar="TASK", help="replace the plan's tasks")
     p.add_argument("--protocols", nargs="+", default=None, metavar="PROTOCOL", help="replace the plan's protocols")
@@ -27,7 +28,7 @@ def add_parser(sub) -> None:
     p.add_argument("--cache-root", default=None, help="embedding cache (default $BENCH_CACHE or the user cache)")
     p.add_argument("--force", nargs="+", default=[], metavar="STAGE", help="redo these stages (or 'all')")
     p.add_argument("--dry-run", action="store_true",
-                   help="print the expanded stages with the resources each asks for and whether it is done; run nothing")
+                   help="print the expanded stages, the resources each asks for and whether it is done; run nothing")
     p.add_argument("--render-only", action="store_true", help="run no stage: render what is finished")
     p.add_argument("--progress", action="store_true", help="show progress bars")
     add_executor_args(p)

@@ -48,14 +48,16 @@ class Study(StageWork):
         return not rec or (self.out / rec).is_file()
 
     # -- running -------------------------------------------------------------------------------
-    def run(self, stages: list[Stage], render_only: bool = False, executor: Executor | None = None) -> list[StageResult]:
+    def run(self, stages: list[Stage], render_only: bool = False,
+            executor: Executor | None = None) -> list[StageResult]:
         """Run (or skip) every stage; with `render_only`, run nothing and mark unfinished stages "not run".
 
         Without an executor stages run here, one at a time; with one, see `_run_scheduled`."""
         names = {s.name for s in stages}
         unknown = self.force - names - {"all"}
         if unknown:
-            raise UserError(f"--force: no stage named {', '.join(sorted(unknown))}; stages: {', '.join(s.name for s in stages)}")
+            raise UserError(f"--force: no stage named {', '.join(sorted(unknown))}; "
+                            f"stages: {', '.join(s.name for s in stages)}")
         if executor is not None and not render_only:
             self._run_scheduled(stages, executor)
         else:

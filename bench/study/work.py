@@ -149,7 +149,7 @@ class StageWork:
         outputs = {"record": str(Path(path).relative_to(self.out)), "score": record.score, "metric": record.metric,
                    "checkpoint_sha256": None, "identity": key_of([record.score, record.metric]),
                    "seconds": record.wall_time_s}
-        if up in PRETRAINED and run_stage not in self.results and not p.get("ckpt"):  # quickstart: the latest finished run
+        if up in PRETRAINED and run_stage not in self.results and not p.get("ckpt"):  # quickstart: the latest run
             outputs["upstream_checkpoint"] = record.checkpoint
         return outputs, ""
 

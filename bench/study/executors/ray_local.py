@@ -50,7 +50,8 @@ def local_ray_cluster(num_cpus: int = 2, start_timeout: float = 90.0, stop_timeo
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p),
            "RAY_USAGE_STATS_ENABLED": "0"}
     cmd = [ray_bin, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
-           "--num-cpus", str(num_cpus), "--num-gpus", "0", "--object-store-memory", str(300 * 2**20), "--include-dashboard=false", "--disable-usage-stats",
+           "--num-cpus", str(num_cpus), "--num-gpus", "0", "--object-store-memory", str(300 * 2**20),
+           "--include-dashboard=false", "--disable-usage-stats",
            "--temp-dir", temp]
     log = open(Path(temp) / "ray-start.log", "w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

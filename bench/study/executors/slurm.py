@@ -29,7 +29,8 @@ def run_stage_on_node(spec: dict, stage: Stage, needs: dict, forced: bool, threa
     if world_size > 1:
         from submitit.helpers import TorchDistributedEnvironment
 
-        TorchDistributedEnvironment().export(overwrite=True)
+        # every GPU of the node stays visible: ddp.py picks cuda:LOCAL_RANK itself
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
     return run_stage(spec, stage, needs, forced, threads)
 
 
