@@ -172,7 +172,8 @@ def test_slurm_pretraining_takes_every_gpu_of_a_node_as_torchrun_ranks(tmp_path,
     executor.close()
 
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE"):
-        monkeypatch.delenv(k, raising=False)
+        monkeypatch.setenv(k, "")  # recorded, so the export below is undone after the test (a leaked
+        monkeypatch.delenv(k)      # WORLD_SIZE=4 would make every later pretraining wait for 3 more ranks)
     slurm_env = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4242", "SLURM_PROCID": "3", "SLURM_LOCALID": "3",
                  "SLURM_NTASKS": "4", "SLURM_JOB_NUM_NODES": "1", "SLURM_NODEID": "0", "SLURM_JOB_NODELIST": "gpu17"}
     for k, v in slurm_env.items():
