@@ -17,17 +17,15 @@ from pathlib import Path
 import torch
 
 import upstreams
-from tasks.registry import get_task
+from tasks.registry import TASKS, get_task
 
 from .errors import UserError
-from .records import ResultRecord, RunTimer, check_results_writable, write_record
-from .stats import Unit, check_seeds, summarise_units, units_from
+from .protocols import UNTRAINED_PROTOCOLS, family_of, run_protocol
+from .results.records import ResultRecord, RunTimer, check_results_writable, write_record
+from .results.stats import Unit, check_seeds, summarise_units, units_from
 
 __all__ = ["RunRequest", "run", "resolve_device"]
 
-CLIP_TASKS = ("esc50", "speech_commands", "icbhi")
-SPEECH_TASKS = ("asr", "pr", "qbe")
-UNTRAINED_PROTOCOLS = {"dtw", "knn"}  # nothing is trained, so head seeds cannot change the score
 
 
 @dataclass
@@ -101,23 +99,24 @@ def _check_ad_hoc_upstream(name: str) -> None:
                         f"keywords and returns a torch.nn.Module; see `bench list upstreams`)")
 
 
-BUDGET_KEYS = {"clip": ("max_epochs", "patience"), "ctc": ("max_steps", "patience")}
-
-
-def _check_budget(req: RunRequest, protocol: str) -> None:
-    """--max-epochs / --max-steps / --patience: whole numbers >= 1, and only where the protocol trains that way."""
+def _check_budget(req: RunRequest, spec, protocol: str) -> None:
+    """--max-epochs / --max-steps / --patience: whole numbers >= 1, and only where the protocol trains that way
+    (the task's family in `bench.protocols` says which caps apply)."""
     if not req.budget:
         return
-    family = "clip" if req.task in CLIP_TASKS else "ctc" if req.task in ("pr", "asr") else None
+    family = family_of(spec)
     for key, value in req.budget.items():
         flag = "--" + key.replace("_", "-")
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise UserError(f"{flag} {value}: give a whole number >= 1")
-        if protocol in UNTRAINED_PROTOCOLS or family is None:
+        if protocol in UNTRAINED_PROTOCOLS or not family.budget_keys:
             raise UserError(f"{flag}: {req.task} {protocol} trains nothing, so there is no budget to cap")
-        if key not in BUDGET_KEYS[family]:
-            other = "--max-steps (pr, asr train by steps)" if key == "max_epochs" else "--max-epochs (clip tasks train by epochs)"
-            raise UserError(f"{flag} does not apply to --task {req.task}: use {other}")
+        if key not in family.budget_keys:
+            other = "max_steps" if key == "max_epochs" else "max_epochs"
+            trained = [t for t, s in TASKS.items() if other in family_of(s).budget_keys]
+            unit = family_of(TASKS[trained[0]]).budget_unit if trained else ""
+            raise UserError(f"{flag} does not apply to --task {req.task}: use --{other.replace('_', '-')} "
+                            f"({', '.join(trained)} train by {unit})")
 
 
 def _validate(req: RunRequest):
@@ -143,7 +142,7 @@ def _validate(req: RunRequest):
     scale = req.finetune.get("upstream_lr_scale", 0.1)
     if not (_finite(scale) and scale > 0):
         raise UserError(f"--upstream-lr-scale {scale}: must be a finite number > 0 (default 0.1)")
-    _check_budget(req, protocol)
+    _check_budget(req, spec, protocol)
     beam = req.task_options.get("beam_size")
     if beam is not None and (not isinstance(beam, int) or beam < 1):
         raise UserError(f"--beam-size {beam}: must be a whole number >= 1 (default 5)")
@@ -207,7 +206,7 @@ def run(req: RunRequest, log=print) -> tuple[ResultRecord, Path | None]:
     for seed in seeds:
         if len(seeds) > 1:
             log(f"[run] seed {seed} ({len(partials) + 1}/{len(seeds)})")
-        partials.append(_run_family(replace(req, seed=seed, seeds=None), spec, protocol, upstream, device, log))
+        partials.append(run_protocol(replace(req, seed=seed, seeds=None), spec, protocol, upstream, device, log))
     partial = merge_seeds(seeds, partials)
     ident = upstream.describe()
     record = ResultRecord(
@@ -244,18 +243,8 @@ def _recorded_options(ident: dict, requested: dict) -> dict:
     return options
 
 
-def _run_family(req: RunRequest, spec, protocol, upstream, device, log):
-    if req.task in CLIP_TASKS:
-        from .clip_runner import run_clip
-
-        return run_clip(req, spec, protocol, upstream, device, log)
-    from .speech_runner import run_speech
-
-    return run_speech(req, spec, protocol, upstream, device, log)
-
-
 def units_of(partial, seed: int) -> list[Unit]:
-    """The (seed, fold) test scores of one seed's result (`bench.stats.units_from`)."""
+    """The (seed, fold) test scores of one seed's result (`bench.results.stats.units_from`)."""
     return units_from(seed, partial.score, partial.secondary, partial.details.get("per_fold"))
 
 

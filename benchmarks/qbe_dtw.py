@@ -315,7 +315,7 @@ def real_features(args) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     import ast
 
     import upstreams
-    from bench.qbe_protocol import qbe_features
+    from bench.protocols.qbe_dtw import qbe_features
 
     options = {}
     for text in args.option:

@@ -7,7 +7,7 @@
 # 1. System packages: the TTS engines and voices the offline mini-benchmark builder runs (flite,
 #    festival); its other Debian sources are only downloaded and unpacked, never installed.
 # 2. torch==2.14.1 + torchaudio==2.11.0 first, so no later dependency can pull another torch build.
-# 3. This package with its test extras (s3prl 0.4.18, pysdtw, ...).
+# 3. This package with its test extras (s3prl 0.4.18, pysdtw, ray and submitit for the executor tests, ...).
 # 4. hear-validator 2021.0.6: it declares Python < 3.9 and needs TensorFlow, so TensorFlow is
 #    installed on its own and the validator with --no-deps --ignore-requires-python. The suite never
 #    imports TensorFlow in its own process (see upstreams/s3prl_compat.py); tests run the validator

@@ -81,7 +81,7 @@ def test_record_is_strict_json_with_per_class_means_over_folds_that_hold_the_cla
 
 
 def test_non_finite_numbers_become_null_with_a_note(tmp_path):
-    from bench.records import ResultRecord, write_record
+    from bench.results.records import ResultRecord, write_record
     from upstreams.fileio import atomic_write_json
 
     rec = ResultRecord("fbank", "esc50", "linear", "accuracy", 50.0,
@@ -112,17 +112,17 @@ def test_unwritable_outputs_fail_before_any_work(capsys, tiny_root, tmp_path):
 
 def test_finished_record_is_saved_elsewhere_when_the_results_disk_is_full(capsys, tiny_root, tmp_path, cache,
                                                                          monkeypatch):
-    import bench.records
+    import bench.results.records
 
     results = tmp_path / "res"
-    real = bench.records.atomic_write_json
+    real = bench.results.records.atomic_write_json
 
     def full_disk(dest, obj, indent=2):
         if str(dest).startswith(str(results)):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dest))
         return real(dest, obj, indent)
 
-    monkeypatch.setattr(bench.records, "atomic_write_json", full_disk)
+    monkeypatch.setattr(bench.results.records, "atomic_write_json", full_disk)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
     rc, _, err = _run(capsys, tiny_root, results, cache)
     line = _one_line(rc, err, "No space left on device", str(results / "records" / "esc50"))
@@ -151,7 +151,7 @@ def test_a_full_disk_mid_run_is_one_line(capsys, tiny_root, tmp_path, cache, mon
 
 
 def test_leaderboard_outputs_checked_before_reading(capsys, tmp_path):
-    from bench.records import ResultRecord, write_record
+    from bench.results.records import ResultRecord, write_record
 
     write_record(ResultRecord("fbank", "esc50", "linear", "accuracy", 50.0), tmp_path / "res")
     blocker = tmp_path / "a-file"
@@ -206,7 +206,7 @@ def test_leaderboard_keeps_two_layers_and_a_user_lr_grid(capsys, tiny_root, tmp_
 
 
 def test_leaderboard_skips_a_bad_record_with_one_warning(capsys, tmp_path):
-    from bench.records import ResultRecord, write_record
+    from bench.results.records import ResultRecord, write_record
 
     good = write_record(ResultRecord("fbank", "esc50", "linear", "accuracy", 50.0), tmp_path)
     bad = good.with_name("broken.json")
@@ -353,7 +353,7 @@ def test_atomic_writers_apply_the_umask(tmp_path):
 def test_heatmap_caption_is_inside_the_figure(tmp_path, monkeypatch):
     import pandas as pd
 
-    import bench.plots as plots
+    import bench.results.plots as plots
 
     figs = []
     monkeypatch.setattr(plots, "_save", lambda fig, path: figs.append(fig) or Path(path))

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from bench.cache import EmbeddingCache
-from bench.clip_protocols import DEFAULT_LRS
-from bench.records import read_records
+from bench.protocols.clip_heads import DEFAULT_LRS
+from bench.results.records import read_records
 from bench.run import RunRequest, run
 from tiny_requests import tiny_request
 from tasks.audio import AudioReadError
@@ -123,7 +123,7 @@ def test_same_seed_same_score_and_cache_hit(tiny_root, tmp_path):
 
 
 def test_interrupted_extraction_leaves_no_entry_and_no_record(tiny_root, tmp_path, monkeypatch):
-    import bench.clip_runner as runner
+    import bench.protocols.clip as runner
 
     real = runner.extract_to
 

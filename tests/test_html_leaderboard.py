@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main as bench_main
-from bench.html_report import strict_json, write_html
-from bench.leaderboard import leaderboard
-from bench.records import ResultRecord, RunTimer, read_records, write_record
+from bench.results.html_report import strict_json, write_html
+from bench.results.leaderboard import leaderboard
+from bench.results.records import ResultRecord, RunTimer, read_records, write_record
 
 NASTY = "</script><img src=x onerror=alert(1)> & \u2028"
 CKPT_SHA = "c0ffee" * 10 + "beef"

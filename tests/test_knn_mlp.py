@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.clip_knn_mlp import GRID_SEED, KNN_KS, MLP_GRID, knn_predict, mlp_grid
+from bench.protocols.knn_mlp import GRID_SEED, KNN_KS, MLP_GRID, knn_predict, mlp_grid
 from bench.run import UNTRAINED_PROTOCOLS, RunRequest, run
 from tiny_requests import tiny_request
 from tasks.heads import MLPHead

@@ -11,9 +11,9 @@ import time
 import pandas as pd
 import pytest
 
-from bench.leaderboard import leaderboard, write_csv
-from bench.plots import heatmap, task_bars
-from bench.records import ResultRecord, RunTimer, read_records, write_record
+from bench.results.leaderboard import leaderboard, write_csv
+from bench.results.plots import heatmap, task_bars
+from bench.results.records import ResultRecord, RunTimer, read_records, write_record
 
 
 def _record(upstream="fbank", task="esc50", protocol="linear", score=50.0, **kw) -> ResultRecord:

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.reproduce import comparable_config, plan
-from bench.report import claims_table, relative_improvement
+from bench.study.keys import comparable_config
+from bench.study.plans import plan
+from bench.results.report import claims_table, relative_improvement
 
 
 def test_mini_plan_has_every_stage_in_dependency_order():
@@ -70,7 +71,7 @@ def test_comparable_config_ignores_runtime_and_hashes_checkpoints(tmp_path):
 
 def _df(rows):
     """Rows (upstream, task, protocol, metric, per-seed scores, higher_is_better), one unit per seed."""
-    from bench.stats import Unit
+    from bench.results.stats import Unit
 
     out = []
     for up, task, protocol, metric, scores, hib in rows:
@@ -237,7 +238,7 @@ def test_jobs_benchmark_script_tiny_gives_the_same_scores(tiny_root):
     import importlib.util
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce_jobs.py"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "executors.py"
     spec = importlib.util.spec_from_file_location("bench_reproduce_jobs", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -266,8 +267,10 @@ def test_dry_run_lists_stages(capsys, tmp_path):
 
 
 def test_report_is_rendered_only_from_this_runs_records(tmp_path):
-    from bench.records import ResultRecord, write_record
-    from bench.reproduce import Reproduction, Stage, StageResult, render
+    from bench.results.records import ResultRecord, write_record
+    from bench.study.render import render
+    from bench.study.stage import Stage, StageResult
+    from bench.study.study import Study as Reproduction
 
     rep = Reproduction(tmp_path, "tiny", runs=tmp_path / "runs")
     stray = write_record(ResultRecord("fbank", "esc50", "linear", "accuracy", 50.0), tmp_path)  # not from a stage
@@ -301,7 +304,7 @@ def test_mini_finetune_stages_run_in_bf16_and_pass_their_options(tmp_path, monke
     import types
 
     import bench.run
-    from bench.reproduce import Reproduction
+    from bench.study.study import Study as Reproduction
 
     stages = {s.name: s for s in plan("mini")}
     seen = []
@@ -312,7 +315,7 @@ def test_mini_finetune_stages_run_in_bf16_and_pass_their_options(tmp_path, monke
         out.write_text("{}")
         return types.SimpleNamespace(score=1.0, metric="accuracy", wall_time_s=0.1, checkpoint=None), out
 
-    from bench.reproduce import StageResult
+    from bench.study.stage import StageResult
 
     monkeypatch.setattr(bench.run, "run", fake_run)
     rep = Reproduction(tmp_path, "mini", runs=tmp_path / "runs")

@@ -13,11 +13,11 @@ import torch
 from scipy import stats as st
 
 from bench.cli import main
-from bench.leaderboard import leaderboard, pool_seeds
-from bench.report import claims_table, compare, power_table, render_report
+from bench.results.leaderboard import leaderboard, pool_seeds
+from bench.results.report import claims_table, compare, power_table, render_report
 from bench.run import RunRequest, run
 from tiny_requests import tiny_request
-from bench.stats import Unit, min_detectable_difference, paired_test, seeds_needed, summarise_units, t_interval
+from bench.results.stats import Unit, min_detectable_difference, paired_test, seeds_needed, summarise_units, t_interval
 
 A = [61.2, 58.9, 63.4, 60.1, 59.7]
 B = [57.0, 58.1, 60.2, 55.9, 58.8]

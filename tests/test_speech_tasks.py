@@ -17,7 +17,7 @@ import torch
 
 from bench.errors import UserError
 from bench.run import RunRequest, run
-from bench.speech_protocols import SETTINGS, effective_head, settings_for
+from bench.protocols.ctc import SETTINGS, effective_head, settings_for
 from tasks.ctc import BLANK, CHARACTERS, PHONES39, ctc_loss, greedy_decode, min_frames
 from tasks.ctc_fit import CTCBudget, FrameSource, fit_ctc, training_batches
 from tasks.metrics.edit_distance import cer, per, wer
@@ -291,7 +291,7 @@ def _same_curves(a, b) -> bool:
 # -- QbE ----------------------------------------------------------------------------------------
 
 def test_qbe_record_layer_chosen_on_dev_and_stdlist_scores_the_same(tiny_root, shared, monkeypatch):
-    import bench.qbe_protocol as qbe
+    import bench.protocols.qbe_dtw as qbe
     from tasks.metrics.twv import GroundTruth, load_groundtruth, score_detections
     from tasks.qbe import read_stdlist
 

@@ -1,6 +1,6 @@
 """One module per `bench` sub-command; each exposes `add_parser(subparsers)` and sets `func`."""
 
-COMMANDS = ("list", "data", "run", "cache", "pretrain", "leaderboard", "quickstart", "reproduce", "export")
+COMMANDS = ("list", "data", "run", "cache", "pretrain", "leaderboard", "quickstart", "reproduce", "sweep", "export")
 
 
 def output_errors(advice: str):

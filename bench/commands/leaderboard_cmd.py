@@ -18,8 +18,8 @@ def add_parser(sub) -> None:
 
 def _run(args) -> int:
     from bench.errors import UserError
-    from bench.leaderboard import leaderboard, write_csv
-    from bench.plots import fmt_score, heatmap
+    from bench.results.leaderboard import leaderboard, write_csv
+    from bench.results.plots import fmt_score, heatmap
     from upstreams.fileio import writable_problem
 
     results = Path(args.results)
@@ -43,8 +43,8 @@ def _run(args) -> int:
                             f"are untouched - rerun with a writable {flag} FILE") from None
     csv, png = outputs
     if args.html:  # the page embeds the records the rows point at
-        from bench.html_report import write_html
-        from bench.records import read_records
+        from bench.results.html_report import write_html
+        from bench.results.records import read_records
 
         try:
             outputs.append(write_html(df, read_records(results), args.html, title=f"bench leaderboard ({results})"))

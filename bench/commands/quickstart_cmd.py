@@ -27,6 +27,33 @@ def check_outputs(out, runs=None, cache_root=None) -> None:
             raise UserError(f"{flag} {given or path}: {problem}; choose a writable folder")
 
 
+def add_executor_args(p) -> None:
+    """--executor local|ray|slurm and each engine's options (checked before any stage runs)."""
+    p.add_argument("--executor", default="local", metavar="NAME",
+                   help="where stages compute: local (default), ray (an existing cluster) or slurm (via submitit); "
+                        "a study started with one resumes with another")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="stages in flight at most: local processes with cores/N threads each (default 1; on 2 cores "
+                        "--jobs 2 ran the quickstart plan 1.4x faster with identical scores: benchmarks/executors.py); "
+                        "ray/slurm: default the cluster's CPUs / 256 jobs")
+    p.add_argument("--ray-address", default="auto", metavar="auto|HOST:PORT",
+                   help="the Ray cluster to use (default auto: the one `ray start` started on this node)")
+    p.add_argument("--pretrain-gpus", type=int, default=1, metavar="N",
+                   help="ray: GPUs per pretraining stage (default 1)")
+    p.add_argument("--slurm-partition", default=None, metavar="NAME", help="slurm: partition to submit to")
+    p.add_argument("--slurm-gpus-per-node", type=int, default=0, metavar="N",
+                   help="slurm: GPUs of one node (default 0: CPU jobs); pretraining takes all N as N torchrun ranks")
+    p.add_argument("--slurm-time", type=int, default=240, metavar="MIN", help="slurm: time limit per job (default 240)")
+
+
+def executor_options(args):
+    from bench.study.executors import ExecutorOptions
+
+    return ExecutorOptions(name=args.executor, jobs=args.jobs, ray_address=args.ray_address,
+                           slurm_partition=args.slurm_partition, slurm_gpus_per_node=args.slurm_gpus_per_node,
+                           slurm_time_min=args.slurm_time, pretrain_gpus=args.pretrain_gpus)
+
+
 def add_common(p) -> None:
     p.add_argument("--data-root", default=None, help="mini-benchmark root (default $BENCH_DATA or the user cache)")
     p.add_argument("--cache-root", default=None, help="embedding cache (default $BENCH_CACHE or the user cache)")
@@ -35,10 +62,7 @@ def add_common(p) -> None:
     p.add_argument("--protocols", nargs="+", default=None, metavar="PROTOCOL", help="only these protocols")
     p.add_argument("--dry-run", action="store_true", help="list the stages and whether they are done, run nothing")
     p.add_argument("--progress", action="store_true", help="show progress bars")
-    p.add_argument("--jobs", type=int, default=1, metavar="N",
-                   help="run up to N independent stages at once, each in its own process with cores/N threads "
-                        "(default 1; on 2 cores --jobs 2 ran the quickstart plan 1.4x faster with identical scores: "
-                        "benchmarks/reproduce_jobs.py)")
+    add_executor_args(p)
     p.add_argument("--seeds", type=int, default=1, metavar="N",
                    help="repeat pretraining and evaluation with seeds 0..N-1 (default 1); tables show the mean, the "
                         "std over seeds and 95%% intervals, and claims use paired tests over seeds (and folds)")
@@ -56,7 +80,8 @@ def add_parser(sub) -> None:
 
 
 def _run(args) -> int:
-    from bench.reproduce import PRETRAINED, UPSTREAMS, reproduce
+    from bench.study.plans import PRETRAINED, UPSTREAMS
+    from bench.study.reproduce import reproduce
     from upstreams.runs import run_checkpoints
 
     if not args.dry_run:
@@ -66,7 +91,7 @@ def _run(args) -> int:
     written = reproduce(
         profile="mini", out=args.out, data_root=args.data_root, cache_root=args.cache_root, upstreams=ups,
         tasks=tuple(args.tasks) if args.tasks else None, protocols=tuple(args.protocols) if args.protocols else None,
-        dry_run=args.dry_run, progress=args.progress, quick=True, jobs=args.jobs, seeds=args.seeds, command=invoked_command('quickstart'), log=lambda m: print(m, file=sys.stderr, flush=True))
+        dry_run=args.dry_run, progress=args.progress, quick=True, executor=executor_options(args), seeds=args.seeds, command=invoked_command('quickstart'), log=lambda m: print(m, file=sys.stderr, flush=True))
     for name, path in written.items():
         print(f"wrote {path}")
     return 0

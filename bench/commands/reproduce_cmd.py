@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .quickstart_cmd import add_common, check_outputs, invoked_command
+from .quickstart_cmd import add_common, check_outputs, executor_options, invoked_command
 
 
 def add_parser(sub) -> None:
@@ -27,7 +27,8 @@ def add_parser(sub) -> None:
 def _run(args) -> int:
     from pathlib import Path
 
-    from bench.reproduce import UPSTREAMS, reproduce
+    from bench.study.plans import UPSTREAMS
+    from bench.study.reproduce import reproduce
 
     if not args.dry_run:
         check_outputs(args.out or Path("results") / args.profile, args.runs, args.cache_root)
@@ -35,7 +36,7 @@ def _run(args) -> int:
         profile=args.profile, out=args.out, runs=args.runs, data_root=args.data_root, cache_root=args.cache_root,
         upstreams=tuple(args.upstreams or UPSTREAMS), tasks=tuple(args.tasks) if args.tasks else None,
         protocols=tuple(args.protocols) if args.protocols else None, force=tuple(args.force), dry_run=args.dry_run,
-        progress=args.progress, render_only=args.render_only, jobs=args.jobs, seeds=args.seeds, command=invoked_command('reproduce'), log=lambda m: print(m, file=sys.stderr, flush=True))
+        progress=args.progress, render_only=args.render_only, executor=executor_options(args), seeds=args.seeds, command=invoked_command('reproduce'), log=lambda m: print(m, file=sys.stderr, flush=True))
     for name, path in written.items():
         print(f"wrote {path}")
     return 0

@@ -73,8 +73,8 @@ def add_parser(sub) -> None:
 
 def _run(args) -> int:
     from bench.errors import UserError
-    from bench.plots import fmt_score
-    from bench.records import record_dict
+    from bench.results.plots import fmt_score
+    from bench.results.records import record_dict
     from bench.run import RunRequest, run
     from upstreams.fileio import dumps_strict
 

@@ -38,10 +38,10 @@ from tasks.datasets.quesst14 import QbESplit, find_root, load_quesst14
 from tasks.metrics.twv import QUESST2014, load_groundtruth, score_matrix
 from tasks.qbe import DECISION_THRESHOLD, position_variance_fraction, qbe_scores, remove_position_mean, write_stdlist
 
-from .cache import CacheEntry, EmbeddingCache
-from .clip_runner import PartialResult, dataset_record
-from .errors import UserError
-from .extract import ExtractionSettings, extract_to
+from ..cache import CacheEntry, EmbeddingCache
+from .partial import PartialResult, dataset_record
+from ..errors import UserError
+from ..extract import ExtractionSettings, extract_to
 
 __all__ = ["DEFAULT_SCORE", "LANGUAGE", "QbEFeatures", "qbe_features", "run_qbe"]
 
@@ -112,7 +112,7 @@ def qbe_features(upstream, dataset=None, *, profile: str = "mini", data_root=Non
                 "dataset_manifest": identity.manifest_sha256,
                 "audio_sha256": identity.sha256_of(e.path for e in examples), "settings": settings.key()}
     def build(tmp):
-        from .speech_protocols import _adaptive_threads  # threads that follow what other jobs leave free
+        from .ctc import _adaptive_threads  # threads that follow what other jobs leave free
 
         with _adaptive_threads() as cpu:
             return extract_to(tmp, upstream, examples, settings, batch_seconds, progress, on_batch=cpu.apply)

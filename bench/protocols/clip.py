@@ -2,46 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from tasks.clip_tasks import load_clip_task
-from tasks.data.identity import DatasetIdentity, identify
 
-from .cache import EmbeddingCache
-from .errors import UserError
-from .clip_protocols import budget_for, run_finetune, run_frozen
-from .clip_knn_mlp import run_knn, run_mlp
-from .extract import ExtractionSettings, autocast_context, extract_to, load_batch
+from ..cache import EmbeddingCache
+from ..errors import UserError
+from ..extract import ExtractionSettings, autocast_context, extract_to, load_batch
+from .clip_heads import budget_for, run_finetune, run_frozen
+from .knn_mlp import run_knn, run_mlp
+from .partial import PartialResult, dataset_record
 
-__all__ = ["PartialResult", "run_clip", "dataset_record"]
-
-
-@dataclass
-class PartialResult:
-    """What a task family hands back to `bench.run` to become a record."""
-
-    score: float
-    lr: float | None
-    split: str
-    secondary: dict = field(default_factory=dict)
-    selection: dict = field(default_factory=dict)
-    details: dict = field(default_factory=dict)
-    dataset: dict = field(default_factory=dict)
-
-
-def dataset_record(spec, req, identity, skipped) -> dict:
-    """The record's `dataset` field. `identity`: the task's `DatasetIdentity` (content fingerprint of the
-    files it read; a bare folder is fingerprinted whole); `skipped` maps unreadable file -> reason."""
-    ident = identity if isinstance(identity, DatasetIdentity) else identify(identity)
-    skipped = list(skipped.items())
-    return {
-        "name": spec.dataset,
-        "path": str(ident.directory),
-        "profile": req.profile if req.dataset is None else "",
-        **ident.record(),  # manifest_sha256, content_sha256, fingerprint
-        "skipped_files": len(skipped),
-        "skipped": [f"{f}: {why.removeprefix(f'{f}: ')}" for f, why in skipped[:20]],
-    }
+__all__ = ["run_clip"]
 
 
 HEAD_OPTIONS = {"normalize_layers"}  # task options of the head alone: no effect on the data or the features

@@ -8,7 +8,7 @@ layer normalisation or QbE position removal, the lr grid, the training budget, f
 precision) stay apart. A record the table cannot use (a score that is not a number) is skipped with one
 warning line. Columns
 start with `upstream,task,protocol,metric,score` (the contract other tools read), then the seed
-statistics `n_seeds,score_std,ci95_low,ci95_high` (`bench.stats`: std over seeds; t-interval over the
+statistics `n_seeds,score_std,ci95_low,ci95_high` (`bench.results.stats`: std over seeds; t-interval over the
 seed x fold units, `ci_method` says over how many). `pool_seeds` merges rows that differ only in
 the pretraining seed behind them (one checkpoint per seed in `bench reproduce --seeds N`).
 """

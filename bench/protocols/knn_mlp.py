@@ -40,7 +40,7 @@ from tasks.fit import balanced_weights, fit_features, predict_features
 from tasks.heads import MLPHead
 from tasks.metrics.classification import per_class_accuracy
 
-from .clip_protocols import Budget, Outcome, grid_scores, summarise_grid
+from .clip_heads import Budget, Outcome, grid_scores, summarise_grid
 
 __all__ = ["KNN_KS", "MLP_GRID", "MLP_GRID_POINTS", "GRID_SEED", "knn_predict", "mlp_grid", "run_knn", "run_mlp"]
 

@@ -36,10 +36,10 @@ from tasks.speech_tasks import SECONDARY_TEST, CTCTask, corpus_examples, load_ct
 from upstreams.batching import batches_by_duration
 from upstreams.threads import torch_threads
 
-from .cache import EmbeddingCache
-from .clip_runner import PartialResult, dataset_record
-from .errors import UserError
-from .extract import ExtractionSettings, autocast_context, extract_to
+from ..cache import EmbeddingCache
+from .partial import PartialResult, dataset_record
+from ..errors import UserError
+from ..extract import ExtractionSettings, autocast_context, extract_to
 
 __all__ = ["SpeechSettings", "SETTINGS", "settings_for", "effective_head", "MAX_CACHE_BYTES", "run_ctc"]
 

@@ -69,7 +69,7 @@ def units_from(seed: int, score: float, secondary: dict, per_fold: list | None) 
 
 def check_seeds(seeds: Sequence[int] | None, flag: str = "--seeds") -> list[int]:
     """The seeds a user typed, or one line saying what is wrong with them."""
-    from .errors import UserError
+    from ..errors import UserError
 
     if seeds is None:
         return [0]

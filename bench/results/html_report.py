@@ -8,7 +8,7 @@ and the JavaScript line separators written as `\\u` escapes so no record text ca
 A little vanilla JavaScript renders it with `textContent` only (never `innerHTML` on data): per task
 and protocol one table, sortable by any column (click a header: numbers compare as numbers, a
 second click reverses), the score with its 95 % interval where seeds or folds give one, the papers'
-claims (`bench.report.claims_table`), and a drill-down per row (click it, or Enter/Space on it)
+claims (`bench.results.report.claims_table`), and a drill-down per row (click it, or Enter/Space on it)
 to its record(s): the validation grid with the chosen point marked, the layer weights, the
 seed x fold units, checkpoint and manifest sha256, commit, wall time, and the raw record.
 """

@@ -32,8 +32,8 @@ import torch
 
 from upstreams.fileio import atomic_write_json, finite_json, writable_problem
 
-from . import __version__
-from .errors import UserError
+from .. import __version__
+from ..errors import UserError
 
 __all__ = ["ResultRecord", "write_record", "read_records", "RunTimer", "git_commit", "RECORDS_DIR", "REQUIRED",
            "record_dict", "check_results_writable", "RecordSavedElsewhere", "fallback_records_dirs"]
@@ -77,7 +77,7 @@ class ResultRecord:
 
 def git_commit(repo: Path | None = None) -> str:
     """HEAD of the checkout this package runs from (`+dirty` if modified), or '' outside git."""
-    repo = repo or Path(__file__).resolve().parents[1]
+    repo = repo or Path(__file__).resolve().parents[2]
     try:
         head = subprocess.run(
             ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5

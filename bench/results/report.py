@@ -1,6 +1,6 @@
 """The claims report: what the papers say beside what this run measured.
 
-Each claim is a paired t-test (`bench.stats.paired_test`) of an upstream against its control over
+Each claim is a paired t-test (`bench.results.stats.paired_test`) of an upstream against its control over
 the (seed, fold) units both were scored on. It "holds" only at p < 0.05 in the paper's direction,
 is "reversed" when significant the other way, and is "inconclusive" otherwise (or when both
 upstreams are at chance level). Numbers quoted from the papers are in `PAPER_CLAIMS` with their

@@ -1,0 +1,1 @@
+"""Results: records (one JSON per run), seed statistics, the leaderboard, plots, the claims report, the HTML page."""
