@@ -14,7 +14,7 @@ test: setup
 	$(PYTHON) -m pytest -q
 
 quickstart: setup
-	bench quickstart
+	bench quickstart --jobs 2
 
 reproduce: setup
 	bench reproduce --profile mini --jobs 2

@@ -1,6 +1,7 @@
 """The mini M2D recipe study: which small-scale settings make pretraining beat its own step-0 twin.
 
-Each row is one real `bench pretrain m2d` run (its command is printed and kept), evaluated with the
+Each row is one real `bench pretrain m2d` run (its command is printed and kept; every row starts from
+`--config mini_16x4`, v0.1's mini recipe, and states what it changes), evaluated with the
 frozen `linear` protocol on the three clip tasks with three head seeds, against the step-0 twin of
 the same architecture and seed (`random -o like=CKPT`). Choices are read on the *validation* scores
 (`secondary.val_score`, the mean validation accuracy the protocol selected its lr on); test scores
@@ -62,7 +63,7 @@ def _run(cmd: list[str], log: Path) -> float:
 def pretrain_cmd(row: str, steps: int, seed: int) -> list[str]:
     sets = ROWS[row][1] + [f"train.steps={steps}", f"train.warmup_steps={max(1, steps // 20)}", "train.threads=1",
                            f"train.probe_every={steps // 2}", "train.progress=false", f"train.seed={seed}"]
-    return ["bench", "pretrain", "m2d", "--config", "mini", "--out", str(RUNS / _name(row, seed))] + \
+    return ["bench", "pretrain", "m2d", "--config", "mini_16x4", "--out", str(RUNS / _name(row, seed))] + \
         [a for s in sets for a in ("--set", s)]
 
 

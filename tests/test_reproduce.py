@@ -31,13 +31,26 @@ def test_mini_plan_has_every_stage_in_dependency_order():
         assert all(names.index(n) < names.index(s.name) for n in s.needs)
 
 
-def test_plan_filters_and_quick_plan_never_pretrains():
+def test_plan_filters_and_quick_plan_pretrains_m2d_against_its_twin():
     stages = plan("mini", upstreams=("fbank",), tasks=("qbe",))
     assert [s.name for s in stages] == ["data", "eval-fbank-qbe-dtw"]
     quick = plan("mini", upstreams=("fbank", "random", "m2d"), quick=True)
-    assert not [s for s in quick if s.kind == "pretrain"]
-    assert {s.params["task"] for s in quick if s.kind == "eval"} == {"esc50", "speech_commands", "icbhi"}
-    assert set(quick[0].params["datasets"]) == {"esc50", "speech_commands", "icbhi"}
+    pre = [s for s in quick if s.kind == "pretrain"]
+    assert [(s.name, s.params["method"], s.params["preset"]) for s in pre] == [("pretrain-m2d", "m2d", "quick")]
+    evals = [s for s in quick if s.kind == "eval"]
+    assert {s.params["task"] for s in evals} == {"esc50", "speech_commands", "icbhi"}
+    assert {s.params["protocol"] for s in evals} == {"linear", "knn"}
+    assert {s.params["upstream"] for s in evals} == {"fbank", "random", "m2d"}
+    for s in evals:  # m2d needs its run; random is that run's step-0 twin
+        if s.params["upstream"] in ("m2d", "random"):
+            assert "pretrain-m2d" in s.needs
+        if s.params["upstream"] == "random":
+            assert s.params["like_of"] == "pretrain-m2d"
+    assert set(quick[0].params["datasets"]) == {"esc50", "speech_commands", "icbhi", "librispeech", "pretrain"}
+    # without m2d the quick plan builds only the clip tasks and pretrains nothing
+    base = plan("mini", upstreams=("fbank",), quick=True)
+    assert not [s for s in base if s.kind == "pretrain"]
+    assert set(base[0].params["datasets"]) == {"esc50", "speech_commands", "icbhi"}
 
 
 def test_plan_rejects_unknown_names():

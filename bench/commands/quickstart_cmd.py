@@ -1,4 +1,5 @@
-"""`bench quickstart`: a first real leaderboard on the mini-benchmark in minutes (no pretraining)."""
+"""`bench quickstart`: the product in minutes: a short M2D pretraining, then M2D, its step-0 twin and fbank
+on the mini clip tasks -> a leaderboard."""
 
 from __future__ import annotations
 
@@ -70,24 +71,23 @@ def add_common(p) -> None:
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "quickstart", help="baselines (and any finished pretraining runs) on the mini clip tasks -> a leaderboard",
-        description="Build the mini ESC-50, Speech Commands and ICBHI, evaluate fbank and random (plus m2d, m2dx and "
-        "score when a finished pretraining run of theirs exists) with the linear and weighted protocols, and write "
-        "the leaderboard, plots and a report under --out. `bench reproduce` is the full study.")
+        "quickstart", help="a short M2D pretraining, then m2d, its step-0 twin and fbank on the mini clip tasks",
+        description="Build the mini ESC-50, Speech Commands, ICBHI and the pretraining corpus, pretrain M2D for about "
+        "5 minutes (`bench pretrain m2d --config quick`), evaluate it, its step-0 twin (random -o like=CKPT) and fbank "
+        "with the linear and knn protocols, and write the leaderboard, plots, the claims report and index.html under "
+        "--out. `bench reproduce` is the full study.")
     p.add_argument("--out", default="results/quickstart", help="results directory (default results/quickstart)")
     add_common(p)
     p.set_defaults(func=_run)
 
 
 def _run(args) -> int:
-    from bench.study.plans import PRETRAINED, UPSTREAMS
+    from bench.study.plans import QUICK_UPSTREAMS
     from bench.study.reproduce import reproduce
-    from upstreams.runs import run_checkpoints
 
     if not args.dry_run:
         check_outputs(args.out, cache_root=args.cache_root)
-    ups = tuple(args.upstreams) if args.upstreams else tuple(
-        u for u in UPSTREAMS if u not in PRETRAINED or run_checkpoints(u))
+    ups = tuple(args.upstreams) if args.upstreams else QUICK_UPSTREAMS
     written = reproduce(
         profile="mini", out=args.out, data_root=args.data_root, cache_root=args.cache_root, upstreams=ups,
         tasks=tuple(args.tasks) if args.tasks else None, protocols=tuple(args.protocols) if args.protocols else None,

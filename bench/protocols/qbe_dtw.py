@@ -160,7 +160,7 @@ def run_qbe(req, spec, protocol: str, upstream, device, log=print) -> PartialRes
 
     def score_layer(split: str, layer: int) -> tuple[torch.Tensor, dict, float]:
         t0 = time.perf_counter()
-        scores = qbe_scores(*layer_features(split, layer))
+        scores = qbe_scores(*layer_features(split, layer), device=device)  # the DTW runs where the upstream does
         seconds = time.perf_counter() - t0
         return scores, _twv(gts[split], names[split], doc_names, scores.numpy()), seconds
 
