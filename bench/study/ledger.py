@@ -13,8 +13,7 @@ from pathlib import Path
 
 from upstreams.fileio import dumps_strict
 
-from .stage import StageResult
-from .work import DATA_UNCHANGED
+from .stage import DATA_UNCHANGED, StageResult
 
 __all__ = ["INVOCATIONS", "log_invocation", "wall_time", "fmt_seconds"]
 

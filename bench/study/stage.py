@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from tasks.registry import get_task
 
 __all__ = ["Stage", "StageResult", "Resources", "seed_suffix", "resources_of", "priority", "feature_cache_of",
-           "STAGE_MINUTES"]
+           "STAGE_MINUTES", "DATA_UNCHANGED"]
+
+DATA_UNCHANGED = "data unchanged since the last run"  # the data stage's note when it only checked manifests
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,9 @@ from upstreams.fileio import sha256_file
 from ..errors import UserError
 from .keys import comparable_config, explicit_indexes, key_of
 from .plans import PRETRAINED
-from .stage import Stage, StageResult, seed_suffix
+from .stage import DATA_UNCHANGED, Stage, StageResult, seed_suffix
 
-__all__ = ["StageWork", "DATA_UNCHANGED"]
-
-DATA_UNCHANGED = "data unchanged since the last run"  # the data stage's note when it only checked manifests
+__all__ = ["StageWork"]
 
 
 class StageWork:
