@@ -120,68 +120,120 @@ def run_row(row: str, steps: int, seed: int, data_root: str, twin: bool = True) 
                 times.write_text(json.dumps(wall, indent=1))
 
 
-def _units(rec: dict) -> dict:
-    return {(u["seed"], u.get("fold")): u["score"] for u in rec["secondary"]["units"]}
+def _units(rec: dict, pretrain_seed: int = 0) -> dict:
+    """(pretraining seed, head seed, fold) -> score of one record."""
+    return {(pretrain_seed, u["seed"], u.get("fold")): u["score"] for u in rec["secondary"]["units"]}
 
 
-def _cell(rec: dict | None, twin: dict | None) -> tuple[str, str]:
+def _paired(a: dict, b: dict) -> str:
+    """Mean paired difference a - b over shared units, its 95 % t-interval and the paired t-test p."""
+    keys = sorted(set(a) & set(b))
+    if len(keys) < 2:
+        return "—"
+    d = [a[k] - b[k] for k in keys]
+    mean = sum(d) / len(d)
+    res = stats.ttest_rel([a[k] for k in keys], [b[k] for k in keys])
+    ci = res.confidence_interval(0.95)
+    return f"{mean:+.1f} [{ci.low:+.1f}, {ci.high:+.1f}], p={res.pvalue:.2g}, n={len(keys)}"
+
+
+def _fmt(rec: dict | None, task: str) -> str:
     if rec is None:
-        return "—", "—"
-    val = rec["secondary"].get("val_score")
-    t_val = twin["secondary"].get("val_score") if twin else None
-    val_s = f"{val:.1f}" + (f" ({val - t_val:+.1f})" if t_val is not None else "")
-    test_s = f"{rec['score']:.1f}"
-    if twin is not None:
-        a, b = _units(rec), _units(twin)
-        keys = sorted(set(a) & set(b))
-        diff = [a[k] - b[k] for k in keys]
-        p = stats.ttest_rel([a[k] for k in keys], [b[k] for k in keys]).pvalue if len(keys) > 1 else float("nan")
-        test_s += f" ({sum(diff) / len(diff):+.1f}, p={p:.2g})"
-    return val_s, test_s
+        return "—"
+    if task == "qbe":  # no training: dev MTWV of the chosen layer (the selection) / eval MTWV
+        return f"{rec['secondary'].get('dev_mtwv', float('nan')):.3f} / {rec['score']:.3f}"
+    return f"{rec['secondary'].get('val_score', float('nan')):.1f} / {rec['score']:.1f}"
+
+
+def _done_runs() -> list[tuple[str, str, int]]:
+    out = []
+    for run_dir in sorted(RUNS.glob("*/")) if RUNS.exists() else []:
+        name = run_dir.name
+        row, _, seed = name.partition("-seed")
+        if row in ROWS and (run_dir / "done").exists():
+            out.append((name, row, int(seed or 0)))
+    return out
+
+
+def _probe_line(run_dir: Path) -> str:
+    rows = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines() if x.strip()]
+    probes = [r for r in rows if "probe/loss" in r]
+    if not probes:
+        return "—"
+    last = probes[-1]
+    floor = min(last[k] for k in ("probe/floor_constant", "probe/floor_position", "probe/floor_neighbour"))
+    knn = ", ".join(f"{k.split('_', 1)[1]} {last[k]:.2f} (step 0 {last[k + '_step0']:.2f})"
+                    for k in ("probe/knn_esc50", "probe/knn_speech_commands") if k in last)
+    return f"loss {last['probe/loss']:.3f} vs lowest floor {floor:.3f}; RankMe {last['probe/rankme_online']:.1f}; kNN {knn}"
 
 
 def render() -> Path:
-    times = json.loads((OUT / "times.json").read_text()) if (OUT / "times.json").exists() else {}
+    runs = _done_runs()
+    all_tasks = TASKS + (("qbe",) if any("qbe" in tasks_of(r) for _, r, _ in runs) else ())
     lines = ["# Mini M2D recipe study", "",
-             "Produced by `python scripts/recipe_study.py` (see its docstring). Each row: one `bench pretrain m2d` run "
-             "(1 thread, bf16), evaluated with `linear` on the mini clip tasks, 3 head seeds, against its step-0 twin "
-             "(`random -o like=CKPT`). **val**: mean validation accuracy / ICBHI score the lr was chosen on, with the "
-             "difference to the twin; **test**: test score, with the mean paired difference to the twin over "
-             "(seed, fold) units and the paired t-test p. Choices are made on val only.", "",
-             "| row | what | steps | pretrain wall | loss (last) | " + " | ".join(f"{t} val (vs twin)" for t in TASKS)
-             + " | " + " | ".join(f"{t} test (vs twin, p)" for t in TASKS) + " |",
-             "|---|---|---|---|---|" + "---|" * (2 * len(TASKS))]
-    commands = []
-    for run_dir in sorted(RUNS.glob("*/")) if RUNS.exists() else []:
-        name = run_dir.name
-        row = name.split("-seed")[0]
-        if row not in ROWS or not (run_dir / "done").exists():
+             "Produced by `python scripts/recipe_study.py` (its docstring says how). Each row is one `bench pretrain m2d` "
+             "run (1 thread, bf16, 32 clips a step, on the mini general corpus) evaluated with the frozen `linear` "
+             "protocol on the mini clip tasks with 3 head seeds; every twin row is the step-0 twin (`random -o "
+             "like=CKPT`) of the runs of that patch geometry and seed (their step 0 is the same: it depends only on "
+             "the architecture and the seed). Cells are **validation / test**: the mean validation accuracy (ICBHI: "
+             "score) the lr was chosen on, then the test score. QbE (rows with 40 ms frames): dev MTWV of the layer "
+             "chosen on dev / eval MTWV. Recipes were chosen on validation only. Pretraining wall times were measured "
+             "with other jobs on the 2 cores (load average 4-12), so they are upper bounds; the per-step cost on an "
+             "idle core is in the README.", "",
+             "| run | what it changes (from `--config mini_16x4`) | steps | training wall | "
+             + " | ".join(f"{t} val / test" for t in all_tasks) + " | probe at the end |",
+             "|---|---|---|---|" + "---|" * len(all_tasks) + "---|"]
+    twins_seen, commands = [], []
+    for name, row, seed in runs:
+        wall = _train_seconds(RUNS / name)
+        lines.append(f"| {name} | {ROWS[row][0]} | {_steps(name)} | {f'{wall / 60:.0f} min' if wall else '—'} | "
+                     + " | ".join(_fmt(_record(name, t), t) if t in tasks_of(row) else "" for t in all_tasks)
+                     + f" | {_probe_line(RUNS / name)} |")
+        tag = twin_tag(row, seed)
+        if tag not in twins_seen and any(_record(tag, t) for t in all_tasks):
+            twins_seen.append(tag)
+            lines.append(f"| {tag} | step 0 of the {geometry(row)} runs, seed {seed} | 0 | — | "
+                         + " | ".join(_fmt(_record(tag, t), t) if t in tasks_of(row) else "" for t in all_tasks) + " | |")
+        commands.append(" ".join(shlex.quote(c) for c in pretrain_cmd(row, _steps(name), seed)))
+    lines += ["", "## Pretrained vs step-0 twin, test scores, paired over (pretraining seed, head seed, fold) units", "",
+              "| recipe | pretraining seeds | " + " | ".join(TASKS) + " |", "|---|---|" + "---|" * len(TASKS)]
+    for row in ROWS:
+        seeds = [seed for _, r, seed in runs if r == row]
+        if not seeds:
             continue
-        cfg = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else ""
-        steps = next((ln.split(":")[1].strip() for ln in cfg.splitlines() if ln.strip().startswith("steps:")), "?")
-        log = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines() if x.strip()]
-        losses = [r["loss"] for r in log if r.get("loss") is not None]
-        wall = times.get(f"pretrain/{name}")
-        vals, tests = [], []
+        cells = []
         for task in TASKS:
-            seed = int(name.split("-seed")[1]) if "-seed" in name else 0
-            v, t = _cell(_record(name, task), _record(twin_tag(row, seed), task))
-            vals.append(v)
-            tests.append(t)
-        lines.append(f"| {name} | {ROWS[row][0]} | {steps} | {wall / 60:.1f} min | "
-                     f"{losses[-1]:.3f} | " if wall else f"| {name} | {ROWS[row][0]} | {steps} | — | "
-                     f"{losses[-1] if losses else float('nan'):.3f} | ")
-        lines[-1] += " | ".join(vals) + " | " + " | ".join(tests) + " |"
-        seed = int(name.split("-seed")[1]) if "-seed" in name else 0
-        commands.append(" ".join(shlex.quote(c) for c in pretrain_cmd(row, int(steps) if steps.isdigit() else 0, seed)))
+            a, b = {}, {}
+            for seed in seeds:
+                rec, twin = _record(_name(row, seed), task), _record(twin_tag(row, seed), task)
+                if rec and twin:
+                    a.update(_units(rec, seed))
+                    b.update(_units(twin, seed))
+            cells.append(_paired(a, b))
+        lines.append(f"| {row} | {', '.join(map(str, seeds))} | " + " | ".join(cells) + " |")
     lines += ["", "## Commands", "", "```bash", *commands, "```", "",
-              "Evaluation of each run `R` and its twin (three tasks each): `bench run --upstream m2d --ckpt runs/study/R/"
-              "checkpoint.pt --task T --protocol linear --seeds 0 1 2 --profile mini` and the same with `--upstream random "
-              "-o like=runs/study/R/checkpoint.pt`.", ""]
+              "Each run `R` and its twin are evaluated with `bench run --upstream m2d --ckpt runs/study/R/checkpoint.pt "
+              "--task T --protocol linear --seeds 0 1 2 --profile mini` and `bench run --upstream random -o "
+              "like=runs/study/R/checkpoint.pt ...` (QbE: `--task qbe --protocol dtw`). The runs before the presets "
+              "changed were started as `--config mini` when `mini` was what `mini_16x4` is now (same resolved config).",
+              ""]
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / "README.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _train_seconds(run_dir: Path) -> float | None:
+    """Training wall time from the run's own log (`wall_s` of its last line; log-mel cache build excluded)."""
+    rows = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines() if x.strip()]
+    walls = [r["wall_s"] for r in rows if r.get("wall_s") is not None]
+    return walls[-1] if walls else None
+
+
+def _steps(name: str) -> int:
+    cfg = RUNS / name / "config.yaml"
+    text = cfg.read_text() if cfg.exists() else ""
+    return next((int(ln.split(":")[1]) for ln in text.splitlines() if ln.strip().startswith("steps:")), 0)
 
 
 def main(argv=None) -> int:

@@ -15,7 +15,8 @@ METHOD_NAMES = ("m2d", "m2dx", "score")
 EPILOG = """\
 examples:
   bench pretrain m2d --config tiny                      # seconds, a smoke run
-  bench pretrain m2d --config mini                      # about an hour on 2 CPU cores
+  bench pretrain m2d --config mini                      # the clip-task recipe: ~8 min on one idle core
+  bench pretrain m2d --config mini_speech               # 40 ms frames for PR/ASR/QbE (and SCORE's base)
   bench pretrain m2d --config my.yaml --set train.steps=5000
   bench pretrain m2d --resume --out runs/m2d/mini-20250101-120000
   bench pretrain m2dx --config mini_respiratory --init runs/m2d/<run>/checkpoint.pt
@@ -43,7 +44,9 @@ def add_parser(sub) -> None:
     )
     p.add_argument("method", metavar="METHOD", help=f"one of: {', '.join(METHOD_NAMES)}")
     p.add_argument("--config", default=None, metavar="PRESET|FILE",
-                   help="preset (tiny, mini, base; m2dx also mini_respiratory) or a YAML/JSON file of overrides "
+                   help="preset (m2d: tiny, mini, mini_speech, quick, mini_16x4, base; m2dx: tiny, tiny_supervised, mini, "
+                   "mini_respiratory, mini_respiratory_supervised, base; score: tiny, mini, base) or a YAML/JSON file "
+                   "of overrides "
                    "(may start from a preset with `preset: NAME`); default mini")
     p.add_argument("--out", default=None, metavar="DIR", help="run directory (default $BENCH_RUNS/<method>/<config>-<time>)")
     p.add_argument("--resume", action="store_true",

@@ -61,12 +61,10 @@ QUICK_PRETRAIN_DATA = ("librispeech", "esc50", "icbhi", "pretrain")
 PRETRAIN_PRESETS = {"mini": {"m2d": "mini", "m2dx": "mini_respiratory", "score": "mini"},
                     "tiny": {"m2d": "tiny", "m2dx": "tiny", "score": "tiny"}}
 # Tiny presets are sized for the test-suite; the reproduction test still needs them short.
-# The mini reproduction shortens the `mini` presets (m2d 1200, m2dx 600, score 300 steps: about
-# 2 h 20 min on 2 CPU cores per seed) so that data + pretraining + evaluations of 3 seeds fit on two
-# CPU cores: m2d 200 steps (about 5 min with one thread), m2dx 75, score 50, warm-up 10 %.
-PRETRAIN_OVERRIDES = {"mini": {"m2d": {"train": {"steps": 200, "warmup_steps": 20}},
-                               "m2dx": {"train": {"steps": 75, "warmup_steps": 8}},
-                               "score": {"train": {"steps": 50, "warmup_steps": 5}}},
+# The mini presets run as they are: m2d `mini` 1000 steps of 16x16 patches (~8 min on one idle core),
+# m2dx `mini_respiratory` 600 (~6 min from the 16x16 m2d), score `mini` 200 (10-15 min), so three seeds
+# of pretraining take about an hour of one core while the other core evaluates.
+PRETRAIN_OVERRIDES = {"mini": {},
                       "tiny": {"m2d": {"train": {"steps": 12}}, "m2dx": {"train": {"steps": 6}},
                                            "score": {"train": {"steps": 6}}}}
 

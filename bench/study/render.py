@@ -105,8 +105,9 @@ REPRODUCTION_NOTES = [
     "upstream), 3 epochs, bf16 autocast and, for ESC-50, fold 1 only, to fit the CPU budget; frozen protocols sweep the default grid "
     "and ESC-50 frozen scores are the mean over its 5 folds (error bars: std over folds).",
     "`fbank` has no weights, so it has no fine-tuning row.",
-    "Pretraining is shortened from the `mini` presets to fit 3 seeds into the CPU budget: m2d 200 steps (preset "
-    "1200), m2dx 75 (600), score 50 (300), warm-up 10 % of each; everything else is the preset.",
+    "Pretraining runs the `mini` presets as they are (bench/study/plans.py PRETRAIN_OVERRIDES): m2d `mini` "
+    "(1000 steps, 16x16 patches, the recipe study's choice), m2dx `mini_respiratory` (600), score `mini` (200); each "
+    "run's resolved config is in its checkpoint.",
 ]
 
 
