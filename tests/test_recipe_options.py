@@ -7,13 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
-from upstreams.m2d.data import MelCrops, MelFeatures, load_features, resample_by_source
+from upstreams.m2d.data import MelCrops, MelFeatures, resample_by_source
 from upstreams.m2d.masking import make_mask, random_mask, time_span_mask
 from upstreams.m2d.model import m2d_loss, normalise_targets
-from upstreams.frontend import LogMelConfig
 from upstreams.training.config import ConfigError
 from upstreams.training.log import read_log
 from upstreams.training.loop import Slot
@@ -123,12 +121,9 @@ def test_tiny_run_with_every_option_trains_and_probes(tiny_root, tmp_path):
     out = tmp_path / "m2d" / "opts"
     over = {"target_standardise": "clip", "mask_span": 2, "data": {"pack_short": True, "speech_share": 0.5},
             "train": {"steps": 6, "warmup_steps": 1, "probe_every": 3, "threads": 1, "tensorboard": False}}
-    import os
-    os.environ["BENCH_DATA"] = str(tiny_root)
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BENCH_DATA", str(tiny_root))
         pretrain("m2d", "tiny", out=str(out), overrides=over, log=lambda _m: None)
-    finally:
-        os.environ.pop("BENCH_DATA")
     rows = read_log(out / "log.jsonl")
     probes = [r for r in rows if "probe/loss" in r]
     assert probes and all(np.isfinite(r["probe/floor_constant"]) for r in probes)
