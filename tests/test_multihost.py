@@ -241,7 +241,7 @@ _EXTRACT = """
 import os, sys, time
 from pathlib import Path
 import numpy as np
-import bench.clip_runner as cr
+import bench.protocols.clip as cr
 from tiny_requests import tiny_request
 from bench.run import run
 data_root, tmp, counter, go, out = (Path(a) for a in sys.argv[1:6])
