@@ -211,6 +211,7 @@ def render() -> Path:
                     b.update(_units(twin, seed))
             cells.append(_paired(a, b))
         lines.append(f"| {row} | {', '.join(map(str, seeds))} | " + " | ".join(cells) + " |")
+    lines += _followups()
     lines += ["", "## Commands", "", "```bash", *commands, "```", "",
               "Each run `R` and its twin are evaluated with `bench run --upstream m2d --ckpt runs/study/R/checkpoint.pt "
               "--task T --protocol linear --seeds 0 1 2 --profile mini` and `bench run --upstream random -o "
@@ -221,6 +222,35 @@ def render() -> Path:
     path = OUT / "README.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _followups() -> list[str]:
+    """M2D-X (paper recipe) from each seed of the chosen recipe, on ICBHI; SCORE on the 40 ms base, on QbE."""
+    out = []
+    a, b, cells = {}, {}, []
+    for seed in range(3):
+        rec, base = _record(f"m2dx-seed{seed}", "icbhi"), _record(_name("clipnorm_mix", seed), "icbhi")
+        if rec and base:
+            a.update(_units(rec, seed))
+            b.update(_units(base, seed))
+            cells.append(f"seed {seed}: {_fmt(rec, 'icbhi')} vs {_fmt(base, 'icbhi')}")
+    if cells:
+        out += ["", "## M2D-X (paper recipe) against the M2D it starts from, ICBHI `linear` (val / test)", "",
+                "`bench pretrain m2dx --config mini_respiratory --init runs/study/clipnorm_mix[-seedK]/checkpoint.pt "
+                "--set train.seed=K --set train.threads=1`, then `bench run --upstream m2dx --ckpt ... --task icbhi "
+                "--protocol linear --seeds 0 1 2`.", "", "; ".join(cells) + ".", "",
+                f"Paired test over (pretraining seed, head seed) units, M2D-X - M2D: {_paired(a, b)}."]
+    score, base = _record("score-speech80x4", "qbe"), _record("speech80x4", "qbe")
+    if score and base:
+        def layers(rec):
+            return ", ".join(f"{x['layer']}: {x['dev_mtwv']:.3f}" for x in rec["details"]["per_layer"])
+        out += ["", "## SCORE on the 40 ms base (`speech80x4`), QbE", "",
+                "`bench pretrain score --config mini --base m2d --base-ckpt runs/study/speech80x4/checkpoint.pt "
+                "--set train.threads=1`, then `bench run --upstream score --ckpt ... --task qbe --protocol dtw`.", "",
+                f"| model | dev MTWV per layer | chosen layer | eval MTWV |", "|---|---|---|---|",
+                f"| base | {layers(base)} | {base['selection']['chosen']['layer']} | {base['score']:.4f} |",
+                f"| SCORE | {layers(score)} | {score['selection']['chosen']['layer']} | {score['score']:.4f} |"]
+    return out
 
 
 def _train_seconds(run_dir: Path) -> float | None:
