@@ -14,7 +14,7 @@ study resumes after an interruption. Usage:
     python scripts/recipe_study.py --render-only        # the table from what exists
 
 Outputs: `runs/study/<row>/` (checkpoints, git-ignored), `results/recipe-study/records/` and
-`results/recipe-study/README.md` (the table, the commands, wall times).
+`results/recipe-study/README.md` (the table, the commands, training wall times from each run's log).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import os
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from scipy import stats
@@ -49,15 +48,13 @@ ROWS: dict[str, tuple[str, list[str]]] = {
 }
 
 
-def _run(cmd: list[str], log: Path) -> float:
+def _run(cmd: list[str], log: Path) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     print("$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
-    t0 = time.time()
     with open(log, "a") as fh:
         fh.write("$ " + " ".join(shlex.quote(c) for c in cmd) + "\n")
         fh.flush()
         subprocess.run(cmd, check=True, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO)
-    return time.time() - t0
 
 
 def pretrain_cmd(row: str, steps: int, seed: int) -> list[str]:
@@ -104,20 +101,16 @@ def twin_tag(row: str, seed: int) -> str:
 def run_row(row: str, steps: int, seed: int, data_root: str, twin: bool = True) -> None:
     name = _name(row, seed)
     ckpt = RUNS / name / "checkpoint.pt"
-    times = OUT / "times.json"
-    wall = json.loads(times.read_text()) if times.exists() else {}
-    if not (RUNS / name / "done").exists():
-        wall[f"pretrain/{name}"] = _run(pretrain_cmd(row, steps, seed), OUT / "logs" / f"{name}.log")
+    if not (RUNS / name / "done").exists():  # training wall time is read back from the run's own log
+        _run(pretrain_cmd(row, steps, seed), OUT / "logs" / f"{name}.log")
         (RUNS / name / "done").write_text("ok\n")
-        times.write_text(json.dumps(wall, indent=1))
     for tag, up in ((name, ["--upstream", "m2d", "--ckpt", str(ckpt)]),
                     (twin_tag(row, seed), ["--upstream", "random", "-o", f"like={ckpt}"])):
         if tag.startswith("twin-") and not twin:
             continue
         for task in tasks_of(row):
             if _record(tag, task) is None:
-                wall[f"eval/{tag}/{task}"] = _run(eval_cmd(up, task, tag, data_root), OUT / "logs" / f"{tag}.log")
-                times.write_text(json.dumps(wall, indent=1))
+                _run(eval_cmd(up, task, tag, data_root), OUT / "logs" / f"{tag}.log")
 
 
 def _units(rec: dict, pretrain_seed: int = 0) -> dict:
@@ -247,7 +240,7 @@ def _followups() -> list[str]:
         out += ["", "## SCORE on the 40 ms base (`speech80x4`), QbE", "",
                 "`bench pretrain score --config mini --base m2d --base-ckpt runs/study/speech80x4/checkpoint.pt "
                 "--set train.threads=1`, then `bench run --upstream score --ckpt ... --task qbe --protocol dtw`.", "",
-                f"| model | dev MTWV per layer | chosen layer | eval MTWV |", "|---|---|---|---|",
+                "| model | dev MTWV per layer | chosen layer | eval MTWV |", "|---|---|---|---|",
                 f"| base | {layers(base)} | {base['selection']['chosen']['layer']} | {base['score']:.4f} |",
                 f"| SCORE | {layers(score)} | {score['selection']['chosen']['layer']} | {score['score']:.4f} |"]
     return out

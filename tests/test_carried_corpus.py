@@ -10,11 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
+from tone_corpus import write_tone_corpus
 from upstreams.frontend import LogMel, LogMelConfig, log_mel
 from upstreams.m2d.carried_corpus import build_carried_corpus
 from upstreams.m2d.data import load_features
@@ -57,16 +56,7 @@ def test_prebuilt_round_trip_manifest_and_frontend_checks(tmp_path):
 
 
 def _tone_corpus(root: Path) -> Path:
-    (root / "audio").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    rows = ["path,start,stop,label,source"]
-    for i in range(8):
-        t = np.arange(int(16000 * (1.0 + (i % 3) * 0.9))) / 16000
-        x = 0.3 * np.sin(2 * np.pi * (200 + 150 * (i % 4)) * t) + rng.normal(0, 0.01, t.size)
-        sf.write(root / "audio" / f"{i}.wav", x.astype(np.float32), 16000)
-        rows.append(f"audio/{i}.wav,,,,synthetic")
-    (root / "index.csv").write_text("\n".join(rows) + "\n")
-    return root / "index.csv"
+    return write_tone_corpus(root, n=8, len_cycle=3, len_step=0.9, freq_cycle=4, freq_step=150.0)
 
 
 def test_pretraining_on_prebuilt_features_equals_index_and_cache(tmp_path):

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
+
+from tone_corpus import write_tone_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,14 +22,9 @@ print("frames", f.frames.shape[0], float(f.frames.float().sum()), flush=True)
 
 
 def test_concurrent_runs_build_the_log_mel_cache_once(tmp_path):
-    rows = ["path,start,stop,label,source"]
-    rng = np.random.default_rng(0)
-    for i in range(40):
-        sf.write(tmp_path / f"{i}.wav", rng.normal(0, 0.1, 16000 * 3).astype(np.float32), 16000)
-        rows.append(f"{i}.wav,,,,synthetic")
-    (tmp_path / "index.csv").write_text("\n".join(rows) + "\n")
+    index = write_tone_corpus(tmp_path, n=40, len_cycle=1)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-c", _BUILD, str(tmp_path / "index.csv"), str(tmp_path / "cache")]
+    cmd = [sys.executable, "-c", _BUILD, str(index), str(tmp_path / "cache")]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
              for _ in range(2)]
     outs = [p.communicate(timeout=300)[0] for p in procs]

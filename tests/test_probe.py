@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 import torch.nn.functional as F
 
+from tone_corpus import write_tone_corpus
 from upstreams.m2d.model import m2d_loss
 from upstreams.training.log import read_log
 from upstreams.training.probe import (constant_floor, knn_accuracy, nearest_visible, neighbour_floor, position_floor,
@@ -121,16 +121,8 @@ def test_knn_accuracy_on_separable_clusters_and_shuffled_labels():
 @pytest.fixture(scope="module")
 def labelled_corpus(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("probe-corpus")
-    rng = np.random.default_rng(0)
-    (root / "audio").mkdir()
-    rows = ["path,start,stop,label,source"]
-    for i in range(24):
-        t = np.arange(int(16000 * (1.0 + (i % 4) * 0.8))) / 16000
-        x = 0.3 * np.sin(2 * np.pi * (200 + 100 * (i % 6)) * t) + rng.normal(0, 0.01, t.size)
-        sf.write(root / "audio" / f"{i}.wav", x.astype(np.float32), 16000)
-        rows.append(f"audio/{i}.wav,,,{'low' if i % 6 < 3 else 'high'},synthetic")
-    (root / "index.csv").write_text("\n".join(rows) + "\n")
-    return {"index": root / "index.csv", "cache": root / "cache"}
+    index = write_tone_corpus(root, label=lambda i: "low" if i % 6 < 3 else "high")
+    return {"index": index, "cache": root / "cache"}
 
 
 def _run(corpus, out, **train):
