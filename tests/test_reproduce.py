@@ -17,7 +17,7 @@ from bench.results.report import claims_table, relative_improvement
 def test_mini_plan_has_every_stage_in_dependency_order():
     stages = plan("mini")
     names = [s.name for s in stages]
-    assert names[:4] == ["data", "pretrain-m2d", "pretrain-m2dx", "pretrain-score"]
+    assert names[:5] == ["data", "pretrain-m2d", "pretrain-m2d_speech", "pretrain-m2dx", "pretrain-score"]
     evals = [s for s in stages if s.kind == "eval"]
     pairs = {(s.params["task"], s.params["protocol"]) for s in evals}
     assert {t for t, _ in pairs} == {"asr", "pr", "qbe", "esc50", "speech_commands", "icbhi"}
@@ -27,6 +27,19 @@ def test_mini_plan_has_every_stage_in_dependency_order():
     by_name = {s.name: s for s in stages}
     assert by_name["pretrain-m2dx"].params["init"] == "m2d" and by_name["pretrain-score"].params["base"] == "m2d"
     assert by_name["eval-score-pr-weighted"].needs == ("data", "pretrain-score")
+    # speech tasks get the 40 ms speech preset's run (m2d, its twin, SCORE's base); clip tasks the clip preset's
+    speech = by_name["pretrain-m2d_speech"]
+    assert (speech.params["method"], speech.params["preset"], speech.params["variant"]) == ("m2d", "mini_speech", "speech")
+    assert by_name["pretrain-score"].params["base_run"] == "m2d_speech"
+    assert by_name["pretrain-score"].needs == ("data", "pretrain-m2d_speech")
+    for task, protocol in (("qbe", "dtw"), ("pr", "weighted"), ("asr", "weighted")):
+        assert by_name[f"eval-m2d-{task}-{protocol}"].params["checkpoint_of"] == "pretrain-m2d_speech"
+        assert by_name[f"eval-random-{task}-{protocol}"].params["like_of"] == "pretrain-m2d_speech"
+    assert "checkpoint_of" not in by_name["eval-m2d-esc50-linear"].params
+    assert by_name["eval-random-esc50-linear"].params["like_of"] == "pretrain-m2d"
+    # a clip-only study without SCORE pretrains no speech run
+    clip = plan("mini", upstreams=("random", "m2d"), tasks=("esc50",))
+    assert [s.name for s in clip if s.kind == "pretrain"] == ["pretrain-m2d"]
     for s in stages:  # every dependency runs earlier
         assert all(names.index(n) < names.index(s.name) for n in s.needs)
 
@@ -133,7 +146,8 @@ def test_seeds_plan_pretrains_and_evaluates_per_seed_against_each_seeds_twin():
     assert {"pretrain-m2d", "pretrain-m2d-seed1", "pretrain-m2dx-seed1", "pretrain-score-seed1"} <= set(by)
     assert by["pretrain-m2d-seed1"].params["overrides"]["train"]["seed"] == 1
     assert by["pretrain-m2dx-seed1"].params["init"] == "m2d-seed1"
-    assert by["pretrain-score-seed1"].params["base_run"] == "m2d-seed1"
+    assert by["pretrain-score-seed1"].params["base_run"] == "m2d_speech-seed1"
+    assert by["pretrain-m2d_speech-seed1"].params["overrides"]["train"]["seed"] == 1
     twin = by["eval-random-esc50-linear-seed1"]
     assert twin.params["like_of"] == "pretrain-m2d-seed1" and twin.params["seed"] == 1
     assert "pretrain-m2d-seed1" in twin.needs

@@ -13,7 +13,7 @@ from tasks.registry import TASKS
 from ..errors import UserError
 from .stage import Stage, seed_suffix
 
-__all__ = ["UPSTREAMS", "PRETRAINED", "EVALUATIONS", "TASK_DATASET", "plan"]
+__all__ = ["UPSTREAMS", "PRETRAINED", "EVALUATIONS", "TASK_DATASET", "SPEECH_TASKS", "plan"]
 
 UPSTREAMS = ("fbank", "random", "m2d", "m2dx", "score")
 PRETRAINED = ("m2d", "m2dx", "score")  # upstreams whose checkpoint comes from a pretraining stage
@@ -60,6 +60,12 @@ QUICK_PRETRAIN_DATA = ("librispeech", "esc50", "icbhi", "pretrain")
 
 PRETRAIN_PRESETS = {"mini": {"m2d": "mini", "m2dx": "mini_respiratory", "score": "mini"},
                     "tiny": {"m2d": "tiny", "m2dx": "tiny", "score": "tiny"}}
+# Speech tasks need frames of 40 ms or finer and clip tasks do not (results/recipe-study): where a profile
+# names a speech preset, `m2d` and its step-0 twin are evaluated on SPEECH_TASKS with that run
+# (stage `pretrain-m2d_speech`, folder `<runs>/m2d/reproduce-<profile>-speech`), and SCORE tunes it,
+# since SCORE needs a base whose frames can carry content.
+SPEECH_TASKS = ("qbe", "pr", "asr")
+SPEECH_PRESET = {"mini": "mini_speech"}
 # Tiny presets are sized for the test-suite; the reproduction test still needs them short.
 # The mini presets run as they are: m2d `mini` 1000 steps of 16x16 patches (~8 min on one idle core),
 # m2dx `mini_respiratory` 600 (~6 min from the 16x16 m2d), score `mini` 200 (10-15 min), so three seeds
@@ -117,10 +123,16 @@ def plan(profile: str = "mini", upstreams: tuple[str, ...] = UPSTREAMS, tasks: t
     pretrained = tuple(u for u in PRETRAINED if u in wanted)
     if pretrained:  # m2dx and score start from m2d
         pretrained = ("m2d",) + tuple(u for u in pretrained if u != "m2d")
+    speech_preset = SPEECH_PRESET.get(profile) if pretrained else None
     evals = []
     for k in range(seeds):
         sfx = seed_suffix(k)
         seed_set = {"train": {"seed": k}} if k else {}
+        seed_evals = _eval_stages(EVALUATIONS[profile], profile, [u for u in UPSTREAMS if u in wanted], tasks,
+                                  protocols, pretrained=pretrained, seed=k, twin=bool(pretrained),
+                                  speech_run="m2d_speech" if speech_preset else None)
+        speech = speech_preset and ("score" in pretrained or any(
+            f"pretrain-m2d_speech{sfx}" in s.needs for s in seed_evals))
         for method in pretrained:
             params = {"method": method, "preset": presets[method],
                       "overrides": _merged(overrides.get(method, {}), seed_set)}
@@ -128,13 +140,18 @@ def plan(profile: str = "mini", upstreams: tuple[str, ...] = UPSTREAMS, tasks: t
             if method == "m2dx":
                 params["init"] = f"m2d{sfx}"
             if method == "score":
+                base_run = "m2d_speech" if speech else "m2d"
                 params["base"] = "m2d"
-                params["base_run"] = f"m2d{sfx}"
+                params["base_run"] = f"{base_run}{sfx}"
+                needs = ("data", f"pretrain-{base_run}{sfx}")
             if k:
                 params["seed"] = k
             stages.append(Stage(f"pretrain-{method}{sfx}", "pretrain", params, needs))
-        evals += _eval_stages(EVALUATIONS[profile], profile, [u for u in UPSTREAMS if u in wanted], tasks, protocols,
-                              pretrained=pretrained, seed=k, twin=bool(pretrained))
+            if method == "m2d" and speech:
+                params = {**params, "preset": speech_preset, "variant": "speech",
+                          "overrides": _merged(overrides.get("m2d_speech", {}), seed_set)}
+                stages.append(Stage(f"pretrain-m2d_speech{sfx}", "pretrain", params, ("data",)))
+        evals += seed_evals
     return stages + evals
 
 
@@ -145,7 +162,8 @@ def _merged(a: dict, b: dict) -> dict:
 
 
 def _eval_stages(evaluations, profile: str, ups: list[str], tasks, protocols, pretrained, seed: int = 0,
-                 twin: bool = False) -> list[Stage]:
+                 twin: bool = False, speech_run: str | None = None) -> list[Stage]:
+    """`speech_run`: the pretraining run that `m2d` and its twin stand for on SPEECH_TASKS (None: the m2d run)."""
     sfx = seed_suffix(seed)
     stages = []
     for task, protocol, options in evaluations:
@@ -154,15 +172,16 @@ def _eval_stages(evaluations, profile: str, ups: list[str], tasks, protocols, pr
         for up in ups:
             if protocol == "finetune" and up in NO_FINETUNE:
                 continue
-            needs = ("data",) + ((f"pretrain-{up}{sfx}",) if up in pretrained else ())
+            run = speech_run if speech_run and task in SPEECH_TASKS and up in ("m2d", "random") else None
+            needs = ("data",) + ((f"pretrain-{run or up}{sfx}",) if up in pretrained else ())
             params = {"upstream": up, "task": task, "protocol": protocol, "profile": profile, **options}
             if seed:
                 params["seed"] = seed
-            if up in pretrained and sfx:
-                params["checkpoint_of"] = f"pretrain-{up}{sfx}"
+            if up in pretrained and (sfx or run):
+                params["checkpoint_of"] = f"pretrain-{run or up}{sfx}"
             if up == "random" and twin:  # the step-0 twin of this seed's m2d run
-                params["like_of"] = f"pretrain-m2d{sfx}"
-                needs = needs + (f"pretrain-m2d{sfx}",)
+                params["like_of"] = f"pretrain-{run or 'm2d'}{sfx}"
+                needs = needs + (params["like_of"],)
             elif UPSTREAM_OPTIONS[profile].get(up):
                 params["upstream_options"] = UPSTREAM_OPTIONS[profile][up]
             stages.append(Stage(f"eval-{up}-{task}-{protocol}{sfx}", "eval", params, needs))

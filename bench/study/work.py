@@ -97,7 +97,8 @@ class StageWork:
         cfg, _ = resolve_config(method, p["preset"], overrides)
         planned = comparable_config(to_dict(cfg))
         # found by `bench run --upstream NAME` (seed 0); seed k's runs sit beside it
-        out_dir = self.runs / p["method"] / f"reproduce-{self.profile}{seed_suffix(int(p.get('seed', 0)))}"
+        variant = f"-{p['variant']}" if p.get("variant") else ""  # e.g. the m2d speech preset beside the clip one
+        out_dir = self.runs / p["method"] / f"reproduce-{self.profile}{variant}{seed_suffix(int(p.get('seed', 0)))}"
         ckpt = out_dir / CHECKPOINT_NAME
         note = ""
         resume = False
