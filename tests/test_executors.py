@@ -183,3 +183,44 @@ def test_slurm_pretraining_takes_every_gpu_of_a_node_as_torchrun_ranks(tmp_path,
         {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")}) or ({}, ""))
     slurm.run_stage_on_node({}, pretrain, {}, False, 1, 4)
     assert seen == {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "3", "MASTER_ADDR": "gpu17"}  # what ddp.py reads
+
+
+def test_local_workers_end_when_the_study_process_is_killed(tmp_path):
+    """A SIGKILLed `bench reproduce` must not leave a worker training on: the next invocation resumes in the
+    same run folder, and two trainers there interleave one log and overwrite one checkpoint."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import os, sys, time\n"
+        "from bench.study.executors.local import LocalExecutor\n"
+        "ex = LocalExecutor(1)\n"
+        "pid = ex._pool.submit(os.getpid).result()\n"
+        "ex._pool.submit(time.sleep, 120)\n"
+        "print(pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(parent.stdout.readline())
+        assert _alive(worker)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(worker), "the worker outlived its killed parent"
+    finally:
+        parent.kill()
+
+
+def _alive(pid: int) -> bool:
+    """Running or sleeping (an exited process waiting to be reaped is a zombie: gone for our purpose)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            state = next(line for line in f if line.startswith("State:"))
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return "Z" not in state.split()[1]

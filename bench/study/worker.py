@@ -7,12 +7,16 @@ done-markers from what this returns, and the next invocation skips them whicheve
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
+import time
 
 from .stage import Stage
 from .work import StageWork
 
-__all__ = ["run_stage", "set_threads"]
+__all__ = ["run_stage", "set_threads", "init_local_worker", "exit_with_parent"]
 
 
 def set_threads(threads: int) -> None:
@@ -20,6 +24,32 @@ def set_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(max(1, int(threads)))
+
+
+def exit_with_parent(parent_pid: int, interval: float = 1.0) -> threading.Thread:
+    """End this process soon after `parent_pid` is gone.
+
+    A local worker outlives a parent killed with SIGKILL or SIGTERM (the pool never tells it), and an
+    orphaned pretraining worker goes on writing the run folder that the next invocation resumes in: two
+    trainers then interleave one log and overwrite one checkpoint. Polling the parent id works on every
+    POSIX system (prctl's parent-death signal is Linux-only and fires when the spawning *thread* exits)."""
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+                os._exit(1)
+            time.sleep(interval)
+
+    thread = threading.Thread(target=watch, name="exit-with-parent", daemon=True)
+    thread.start()
+    return thread
+
+
+def init_local_worker(threads: int, parent_pid: int) -> None:
+    """Initialiser of a local pool worker: its torch threads, and no life after its parent."""
+    set_threads(threads)
+    exit_with_parent(parent_pid)
 
 
 def run_stage(spec: dict, stage: Stage, needs: dict, forced: bool, threads: int | None = None) -> tuple[dict, str]:

@@ -8,14 +8,15 @@ import os
 from concurrent.futures import Future
 
 from ..stage import Stage
-from ..worker import run_stage, set_threads
+from ..worker import init_local_worker, run_stage
 from . import Submission
 
 __all__ = ["LocalExecutor"]
 
 
 class LocalExecutor:
-    """A spawn-context process pool (a fresh interpreter per worker: no forked torch or thread state)."""
+    """A spawn-context process pool (a fresh interpreter per worker: no forked torch or thread state) whose
+    workers end with the parent, so a killed study leaves no trainer behind."""
 
     name = "local"
 
@@ -23,7 +24,7 @@ class LocalExecutor:
         self.slots = jobs
         self.threads = max(1, (os.cpu_count() or 1) // jobs)
         self._pool = cf.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=set_threads, initargs=(self.threads,))
+                                            initializer=init_local_worker, initargs=(self.threads, os.getpid()))
 
     def placement(self, stage: Stage) -> str:
         return f"worker, {self.threads} thread{'s' * (self.threads > 1)}"
