@@ -106,8 +106,11 @@ REPRODUCTION_NOTES = [
     "and ESC-50 frozen scores are the mean over its 5 folds (error bars: std over folds).",
     "`fbank` has no weights, so it has no fine-tuning row.",
     "Pretraining runs the `mini` presets as they are (bench/study/plans.py PRETRAIN_OVERRIDES): m2d `mini` "
-    "(1000 steps, 16x16 patches, the recipe study's choice), m2dx `mini_respiratory` (600), score `mini` (200); each "
-    "run's resolved config is in its checkpoint.",
+    "(1000 steps, 16x16 patches, the recipe study's choice for clip tasks), m2d `mini_speech` (1000 steps, 80x4 "
+    "patches: 40 ms frames), m2dx `mini_respiratory` (600, from the `mini` run), score `mini` (200, from the "
+    "`mini_speech` run); each run's resolved config is in its checkpoint.",
+    "On ASR, PR and QbE, `m2d` is the `mini_speech` run and `random` its step-0 twin (SCORE's claim compares "
+    "SCORE with its own base); on the clip tasks they are the `mini` run and its twin.",
 ]
 
 
