@@ -127,8 +127,13 @@ def speech_commands_task(path=None, *, profile="mini", root=None, skip_bad=False
     ident = read_identity(top, *splits.values())
     return ClipTask("speech_commands", examples, names, _labels(examples, names), [fold], "accuracy", accuracy,
                     ident.directory, clip_seconds=1.0, pad_mode="zero", balanced_sampling=True,
-                    skipped=skipped, identity=ident, notes={"classes": classes, "validation": "official validation_list.txt",
-                                            "sampling": "class-balanced (inverse class frequency) during training"})
+                    skipped=skipped, identity=ident,
+                    notes={"classes": classes, "validation": "official validation_list.txt",
+                           "sampling": "class-balanced (inverse class frequency) during training",
+                           **({"unknown_kept": {s: splits[s].stats["unknown_kept"] for s in ("validation", "test")},
+                               "unknown_rule": "validation and test keep 10 % as many _unknown_ clips as command "
+                                               "clips (a seeded draw; SUPERB's test archive has that make-up)"}
+                              if "unknown_kept" in splits["test"].stats else {})})
 
 
 ICBHI_CLASSES = ["normal", "crackle", "wheeze", "both"]

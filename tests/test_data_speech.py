@@ -292,6 +292,14 @@ def test_speech_commands_views_and_speaker_disjoint_splits(sc_root):
         silence = [e for e in ex if e.label == SILENCE]
         assert all(abs(e.stop - e.start - 1.0) < 1e-6 for e in silence)
         assert silence[0].load(16000).shape == (16000,)
+    # validation and test have SUPERB's test-archive make-up: as many _unknown_ as _silence_ (10 % of the
+    # commands, a fixed draw); training keeps every clip, and unknown_fraction=None keeps them all
+    for s in ("validation", "test"):
+        counts, every = label_counts(splits[s]), label_counts(load_speech_commands(sc_root, s, unknown_fraction=None))
+        assert counts[UNKNOWN] == min(every[UNKNOWN], counts[SILENCE]) < every[UNKNOWN]
+        assert {k: v for k, v in counts.items() if k != UNKNOWN} == {k: v for k, v in every.items() if k != UNKNOWN}
+        assert [e.key for e in load_speech_commands(sc_root, s)] == [e.key for e in splits[s]]  # the same draw
+    assert splits["train"].stats.get("unknown_kept") is None
     again = load_speech_commands(sc_root.parent, "train")  # parent folder, deterministic crops
     assert [(e.key, e.start) for e in again] == [(e.key, e.start) for e in splits["train"]]
     full = load_speech_commands(sc_root, "test", view="35")

@@ -16,7 +16,12 @@ Views:
   `_unknown_`, and `_silence_` examples cut from `_background_noise_`. s3prl draws a random
   1-s crop per epoch; here crops are fixed (seeded by split and index) so that embeddings can be
   cached and results repeat. Their number is `silence_fraction` times the number of command-word
-  examples of the split (10 %, the TensorFlow reference recipe's `silence_percentage`).
+  examples of the split (10 %, the TensorFlow reference recipe's `silence_percentage`). Validation
+  and test keep `unknown_fraction` (10 %, the recipe's `unknown_percentage`) as many `_unknown_`
+  clips, a fixed seeded draw: that is the make-up of SUPERB's test archive (12 classes of about 257
+  clips), whereas the lists' own test split is two-thirds `_unknown_`, so that predicting `_unknown_`
+  for everything scored 67-71 % on mini and a representation's accuracy said little about commands.
+  Training keeps every clip (class-balanced sampling evens them out, as in s3prl).
 * `"35"` (or `"all"`): every word folder is a class (30 classes on v0.01), no silence.
 
 The loader accepts the `speech_commands_v0.0x` folder itself or a parent holding exactly one, and
@@ -182,6 +187,7 @@ def load_speech_commands(
     profile: str | None = None,
     data_root: str | Path | None = None,
     silence_fraction: float = 0.1,
+    unknown_fraction: float | None = 0.1,
     skip_bad_audio: bool = False,
 ) -> ExampleList:
     """Examples of one split (`train`, `validation`/`dev`, `test`) in the 12-class or full view.
@@ -192,7 +198,8 @@ def load_speech_commands(
     Labels are the word (full view) or the SUPERB class (12-class view). `meta` holds `word`,
     `speaker` (the hash) and `utterance` (the `_nohash_` number). With `skip_bad_audio`, files that
     are empty, truncated or unreadable are left out and listed in `.skipped`; otherwise reading
-    such a file later raises `AudioReadError` naming it.
+    such a file later raises `AudioReadError` naming it. `unknown_fraction=None` keeps every
+    `_unknown_` clip of validation and test (the lists' own split, two-thirds `_unknown_`).
     """
     split = {"dev": "validation", "valid": "validation", "training": "train", "testing": "test"}.get(split, split)
     if split not in SPLITS:
@@ -241,11 +248,24 @@ def load_speech_commands(
             )
     if view == "12":
         n_commands = sum(1 for e in examples if e.label in COMMANDS)
+        if split != "train" and unknown_fraction is not None:
+            _keep_unknown(examples, split, int(round(unknown_fraction * n_commands)))
         examples.extend(_silence_crops(root, split, int(round(silence_fraction * n_commands)),
                                        examples.skipped if skip_bad_audio else None))
     examples.stats["version"] = root.name
     examples.stats["classes"] = sorted({e.label for e in examples})
     return examples
+
+
+def _keep_unknown(examples: ExampleList, split: str, n: int) -> None:
+    """Keep a fixed draw of `n` `_unknown_` clips (seeded by the split name), in their listing order."""
+    unknown = [i for i, e in enumerate(examples) if e.label == UNKNOWN]
+    examples.stats["unknown_kept"] = f"{min(n, len(unknown))} of {len(unknown)}"
+    if n >= len(unknown):
+        return
+    seed = int(hashlib.sha1(f"unknown/{split}".encode()).hexdigest()[:12], 16)
+    kept = set(np.random.default_rng(seed).choice(unknown, size=n, replace=False).tolist())
+    examples[:] = [e for i, e in enumerate(examples) if e.label != UNKNOWN or i in kept]
 
 
 def _load_test_set(root: Path, split: str, view: str, skip_bad_audio: bool) -> ExampleList:
