@@ -247,7 +247,29 @@ def _followups() -> list[str]:
                 "| model | dev MTWV per layer | chosen layer | eval MTWV |", "|---|---|---|---|",
                 f"| base | {layers(base)} | {base['selection']['chosen']['layer']} | {base['score']:.4f} |",
                 f"| SCORE | {layers(score)} | {score['selection']['chosen']['layer']} | {score['score']:.4f} |"]
+        long = _record("score-long", "qbe")
+        if long:  # 5x the steps; its base is results/mini's speech run of seed 0, the same config and seed as speech80x4
+            out += [f"| SCORE, 1000 steps | {layers(long)} | {long['selection']['chosen']['layer']} | {long['score']:.4f} |",
+                    "", "SCORE, 1000 steps: `bench pretrain score --config mini --base m2d --base-ckpt "
+                    "runs/m2d/reproduce-mini-speech/checkpoint.pt --set train.steps=1000 --set train.warmup_steps=280 "
+                    "--set train.lr=1e-4 --set train.threads=1` (that base is the `mini_speech` preset at seed 0, the "
+                    f"config of `speech80x4`: the same per-layer MTWV). {_score_probe(Path('runs/study/score-long'))}"]
     return out
+
+
+def _score_probe(run_dir: Path) -> str:
+    """Training wall time and the collapse check at the end of a SCORE run, from its own log."""
+    try:
+        rows = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines() if x.strip()]
+    except OSError:
+        return ""
+    probes = [r for r in rows if "probe/wchange_blocks" in r]
+    if not probes:
+        return ""
+    first, last = probes[0], probes[-1]
+    return (f"Training took {_train_seconds(run_dir):.0f} s; the tuned blocks moved {100 * last['probe/wchange_blocks']:.1f} % "
+            f"and the between-utterance cosine of the projected frames went {first['probe/cos_between_proj']:.3f} -> "
+            f"{last['probe/cos_between_proj']:.3f} (the teacher's: {last['probe/cos_between_proj_teacher']:.3f}).")
 
 
 def _train_seconds(run_dir: Path) -> float | None:
