@@ -35,14 +35,15 @@ RUNS = Path("runs/study")
 TASKS = ("esc50", "speech_commands", "icbhi")
 
 _16x16 = ["encoder.patch_size=[16,16]", "ema_start=0.995", "ema_end=0.9995"]
+_CLIPNORM_MIX = _16x16 + ["target_standardise=clip", "data.pack_short=true", "data.speech_share=0.5"]  # the `mini` preset
 # row -> (what it tests, --set overrides on top of `--config mini`)
 ROWS: dict[str, tuple[str, list[str]]] = {
     "geom16x16": ("16x16 patches (160 ms frames), EMA 0.995 -> 0.9995", _16x16),
     "clipnorm": ("+ per-clip target standardisation", _16x16 + ["target_standardise=clip"]),
     "mix": ("+ packed short clips, half of the clips non-speech", _16x16 + ["data.pack_short=true", "data.speech_share=0.5"]),
-    "clipnorm_mix": ("+ both", _16x16 + ["target_standardise=clip", "data.pack_short=true", "data.speech_share=0.5"]),
+    "clipnorm_mix": ("+ both", _CLIPNORM_MIX),
     "clipnorm_mix_long": ("the chosen `mini` (clipnorm_mix), run with `--steps 3000`: does a longer run keep gaining?",
-                          _16x16 + ["target_standardise=clip", "data.pack_short=true", "data.speech_share=0.5"]),
+                          _CLIPNORM_MIX),
     "ema_fast": ("16x16, EMA 0.99 -> 0.999", ["encoder.patch_size=[16,16]", "ema_start=0.99", "ema_end=0.999"]),
     "speech80x4": ("80x4 full-band patches (40 ms frames), time spans of 5, per-clip targets",
                    ["encoder.patch_size=[80,4]", "ema_start=0.995", "ema_end=0.9995", "mask_span=5",
@@ -151,8 +152,7 @@ def _done_runs() -> list[tuple[str, str, int]]:
 
 
 def _probe_line(run_dir: Path) -> str:
-    rows = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines() if x.strip()]
-    probes = [r for r in rows if "probe/loss" in r]
+    probes = [r for r in _log(run_dir) if "probe/loss" in r]
     if not probes:
         return "—"
     last = probes[-1]
@@ -182,7 +182,7 @@ def render() -> Path:
              "|---|---|---|---|" + "---|" * len(all_tasks) + "---|"]
     twins_seen, commands = [], []
     for name, row, seed in runs:
-        wall = _train_seconds(RUNS / name)
+        wall = _train_seconds(_log(RUNS / name))
         lines.append(f"| {name} | {ROWS[row][0]} | {_steps(name)} | {f'{wall / 60:.0f} min' if wall else '—'} | "
                      + " | ".join(_fmt(_record(name, t), t) if t in tasks_of(row) else "" for t in all_tasks)
                      + f" | {_probe_line(RUNS / name)} |")
@@ -259,22 +259,27 @@ def _followups() -> list[str]:
 
 def _score_probe(run_dir: Path) -> str:
     """Training wall time and the collapse check at the end of a SCORE run, from its own log."""
-    try:
-        rows = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines() if x.strip()]
-    except OSError:
-        return ""
+    rows = _log(run_dir)
     probes = [r for r in rows if "probe/wchange_blocks" in r]
     if not probes:
         return ""
     first, last = probes[0], probes[-1]
-    return (f"Training took {_train_seconds(run_dir):.0f} s; the tuned blocks moved {100 * last['probe/wchange_blocks']:.1f} % "
+    return (f"Training took {_train_seconds(rows):.0f} s; the tuned blocks moved {100 * last['probe/wchange_blocks']:.1f} % "
             f"and the between-utterance cosine of the projected frames went {first['probe/cos_between_proj']:.3f} -> "
             f"{last['probe/cos_between_proj']:.3f} (the teacher's: {last['probe/cos_between_proj_teacher']:.3f}).")
 
 
-def _train_seconds(run_dir: Path) -> float | None:
-    """Training wall time from the run's own log (`wall_s` of its last line; log-mel cache build excluded)."""
-    rows = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines() if x.strip()]
+def _log(run_dir: Path) -> list[dict]:
+    """The lines of a run's `log.jsonl` (none when the run has no log)."""
+    try:
+        text = (run_dir / "log.jsonl").read_text()
+    except OSError:
+        return []
+    return [json.loads(x) for x in text.splitlines() if x.strip()]
+
+
+def _train_seconds(rows: list[dict]) -> float | None:
+    """Training wall time from a run's log lines (`wall_s` of the last; log-mel cache build excluded)."""
     walls = [r["wall_s"] for r in rows if r.get("wall_s") is not None]
     return walls[-1] if walls else None
 

@@ -130,10 +130,7 @@ def speech_commands_task(path=None, *, profile="mini", root=None, skip_bad=False
                     skipped=skipped, identity=ident,
                     notes={"classes": classes, "validation": "official validation_list.txt",
                            "sampling": "class-balanced (inverse class frequency) during training",
-                           **({"unknown_kept": {s: splits[s].stats["unknown_kept"] for s in ("validation", "test")},
-                               "unknown_rule": "validation and test keep 10 % as many _unknown_ clips as command "
-                                               "clips (a seeded draw; SUPERB's test archive has that make-up)"}
-                              if "unknown_kept" in splits["test"].stats else {})})
+                           "unknown_kept": {s: splits[s].stats.get("unknown_kept", "all") for s in ("validation", "test")}})
 
 
 ICBHI_CLASSES = ["normal", "crackle", "wheeze", "both"]

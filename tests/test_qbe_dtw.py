@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import xml.etree.ElementTree as ET
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
+from script_module import load_script
 from tasks.qbe import dtw as qdtw
 from tasks.qbe.stdlist import read_stdlist, write_stdlist
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 # --------------------------------------------------------------------------- naive reference
@@ -230,9 +227,7 @@ def test_stdlist_equals_s3prl_log_records(s3prl_expert, tmp_path):
 
 @pytest.mark.interop
 def test_benchmark_script_tiny_reports_small_difference(s3prl_expert, capsys):
-    spec = importlib.util.spec_from_file_location("bench_qbe_dtw", REPO / "benchmarks" / "qbe_dtw.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("benchmarks/qbe_dtw.py")
     assert module.main(["--synthetic", "--size", "tiny", "--workers", "2", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["max_abs_diff"] < 1e-4
@@ -309,9 +304,7 @@ def test_subsequence_dtw_query_longer_than_document_and_length_one():
 
 def test_benchmark_device_mode_cpu_smoke(capsys):
     """`benchmarks/qbe_dtw.py --device cpu`: the device comparison gpu_check runs on CUDA, here on the CPU."""
-    spec = importlib.util.spec_from_file_location("bench_qbe_dtw_dev", REPO / "benchmarks" / "qbe_dtw.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("benchmarks/qbe_dtw.py")
     assert module.main(["--synthetic", "--size", "tiny", "--device", "cpu", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["max_abs_diff"] == 0.0 and report["decisions_equal"]

@@ -3,20 +3,17 @@ textbook one, the cells are validation / test, and SCORE's collapse check is rea
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from script_module import load_script
 
 
 @pytest.fixture()
 def study(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("recipe_study", REPO / "scripts" / "recipe_study.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("scripts/recipe_study.py")
     monkeypatch.chdir(tmp_path)  # OUT and RUNS are relative: the study lives under tmp_path
     return mod
 

@@ -262,13 +262,9 @@ def test_parallel_jobs_run_every_stage_in_workers_and_leave_markers_a_serial_run
 
 
 def test_jobs_benchmark_script_tiny_gives_the_same_scores(tiny_root):
-    import importlib.util
-    from pathlib import Path
+    from script_module import load_script
 
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "executors.py"
-    spec = importlib.util.spec_from_file_location("bench_reproduce_jobs", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("benchmarks/executors.py")
     report = module.main(["--profile", "tiny", "--data-root", str(tiny_root), "--tasks", "icbhi", "--json"])
     assert report["stages_scored"] == 5  # fbank and random x weighted, linear; random x finetune
     assert report["max_score_diff"] == 0.0 and report["one_job_s"] > 0 and report["parallel_s"] > 0

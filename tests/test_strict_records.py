@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from script_module import load_script
 
 
 def _strict(text: str):
@@ -17,9 +15,7 @@ def _strict(text: str):
 
 
 def test_old_records_are_rewritten_strict_and_strict_ones_left_alone(tmp_path):
-    spec = importlib.util.spec_from_file_location("strict_records", REPO / "scripts" / "strict_records.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("scripts/strict_records.py")
     (tmp_path / "records" / "esc50").mkdir(parents=True)
     old = tmp_path / "records" / "esc50" / "a.json"
     old.write_text('{"upstream": "m2d", "score": 30.5, "secondary": {"per_class_accuracy": {"dog": NaN, "cat": 50.0}}}')

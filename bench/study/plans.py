@@ -66,6 +66,7 @@ PRETRAIN_PRESETS = {"mini": {"m2d": "mini", "m2dx": "mini_respiratory", "score":
 # since SCORE needs a base whose frames can carry content.
 SPEECH_TASKS = ("qbe", "pr", "asr")
 SPEECH_PRESET = {"mini": "mini_speech"}
+SPEECH_RUN = "m2d_speech"  # the run's stage is `pretrain-m2d_speech[-seedK]`
 # Tiny presets are sized for the test-suite; the reproduction test still needs them short.
 # The mini presets run as they are: m2d `mini` 1000 steps of 16x16 patches (~8 min on one idle core),
 # m2dx `mini_respiratory` 600 (~6 min from the 16x16 m2d), score `mini` 200 (10-15 min), so three seeds
@@ -130,9 +131,9 @@ def plan(profile: str = "mini", upstreams: tuple[str, ...] = UPSTREAMS, tasks: t
         seed_set = {"train": {"seed": k}} if k else {}
         seed_evals = _eval_stages(EVALUATIONS[profile], profile, [u for u in UPSTREAMS if u in wanted], tasks,
                                   protocols, pretrained=pretrained, seed=k, twin=bool(pretrained),
-                                  speech_run="m2d_speech" if speech_preset else None)
+                                  speech_run=SPEECH_RUN if speech_preset else None)
         speech = speech_preset and ("score" in pretrained or any(
-            f"pretrain-m2d_speech{sfx}" in s.needs for s in seed_evals))
+            f"pretrain-{SPEECH_RUN}{sfx}" in s.needs for s in seed_evals))
         for method in pretrained:
             params = {"method": method, "preset": presets[method],
                       "overrides": _merged(overrides.get(method, {}), seed_set)}
@@ -140,7 +141,7 @@ def plan(profile: str = "mini", upstreams: tuple[str, ...] = UPSTREAMS, tasks: t
             if method == "m2dx":
                 params["init"] = f"m2d{sfx}"
             if method == "score":
-                base_run = "m2d_speech" if speech else "m2d"
+                base_run = SPEECH_RUN if speech else "m2d"
                 params["base"] = "m2d"
                 params["base_run"] = f"{base_run}{sfx}"
                 needs = ("data", f"pretrain-{base_run}{sfx}")
@@ -149,8 +150,8 @@ def plan(profile: str = "mini", upstreams: tuple[str, ...] = UPSTREAMS, tasks: t
             stages.append(Stage(f"pretrain-{method}{sfx}", "pretrain", params, needs))
             if method == "m2d" and speech:
                 params = {**params, "preset": speech_preset, "variant": "speech",
-                          "overrides": _merged(overrides.get("m2d_speech", {}), seed_set)}
-                stages.append(Stage(f"pretrain-m2d_speech{sfx}", "pretrain", params, ("data",)))
+                          "overrides": _merged(overrides.get(SPEECH_RUN, {}), seed_set)}
+                stages.append(Stage(f"pretrain-{SPEECH_RUN}{sfx}", "pretrain", params, ("data",)))
         evals += seed_evals
     return stages + evals
 

@@ -159,8 +159,7 @@ def _silence_crops(root: Path, split: str, n: int, skipped: dict | None = None) 
         if info.frames == 0:
             raise AudioReadError(f"{f}: contains no audio samples (empty or truncated file); {REMEDY}")
         durations.append(info.frames / info.samplerate)
-    seed = int(hashlib.sha1(f"silence/{split}".encode()).hexdigest()[:12], 16)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_split_seed("silence", split))
     out = []
     for i in range(n):
         k = i % len(files)
@@ -249,7 +248,7 @@ def load_speech_commands(
     if view == "12":
         n_commands = sum(1 for e in examples if e.label in COMMANDS)
         if split != "train" and unknown_fraction is not None:
-            _keep_unknown(examples, split, int(round(unknown_fraction * n_commands)))
+            _keep_unknown(examples, split, unknown_fraction, n_commands)
         examples.extend(_silence_crops(root, split, int(round(silence_fraction * n_commands)),
                                        examples.skipped if skip_bad_audio else None))
     examples.stats["version"] = root.name
@@ -257,14 +256,20 @@ def load_speech_commands(
     return examples
 
 
-def _keep_unknown(examples: ExampleList, split: str, n: int) -> None:
-    """Keep a fixed draw of `n` `_unknown_` clips (seeded by the split name), in their listing order."""
+def _split_seed(kind: str, split: str) -> int:
+    """A seed that depends only on what is drawn and for which split, so every run draws the same clips."""
+    return int(hashlib.sha1(f"{kind}/{split}".encode()).hexdigest()[:12], 16)
+
+
+def _keep_unknown(examples: ExampleList, split: str, fraction: float, n_commands: int) -> None:
+    """Keep a fixed draw of `fraction` x `n_commands` `_unknown_` clips, in their listing order."""
     unknown = [i for i, e in enumerate(examples) if e.label == UNKNOWN]
-    examples.stats["unknown_kept"] = f"{min(n, len(unknown))} of {len(unknown)}"
+    n = int(round(fraction * n_commands))
+    examples.stats["unknown_kept"] = (f"{min(n, len(unknown))} of {len(unknown)} (a seeded draw of {fraction:.0%} of "
+                                      f"the command clips, the make-up of SUPERB's test archive)")
     if n >= len(unknown):
         return
-    seed = int(hashlib.sha1(f"unknown/{split}".encode()).hexdigest()[:12], 16)
-    kept = set(np.random.default_rng(seed).choice(unknown, size=n, replace=False).tolist())
+    kept = set(np.random.default_rng(_split_seed("unknown", split)).choice(unknown, size=n, replace=False).tolist())
     examples[:] = [e for i, e in enumerate(examples) if e.label != UNKNOWN or i in kept]
 
 
